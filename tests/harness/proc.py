@@ -8,6 +8,7 @@ that is waited for by polling and always stopped with its whole process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -64,9 +65,7 @@ def wait_until(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(
-                f"{what}: process exited with {process.returncode}\n{_tail(log)}"
-            )
+            raise RuntimeError(f"{what}: process exited with {process.returncode}\n{_tail(log)}")
         try:
             if check():
                 return
@@ -121,9 +120,7 @@ class ManagedProcess:
         return self
 
     def wait_ready(self, check: Callable[[], bool], *, timeout: float = 30.0) -> None:
-        wait_until(
-            check, timeout=timeout, what=self.name, process=self.popen, log=self.log_path
-        )
+        wait_until(check, timeout=timeout, what=self.name, process=self.popen, log=self.log_path)
 
     @property
     def running(self) -> bool:
@@ -143,10 +140,8 @@ class ManagedProcess:
                 self.popen.wait(timeout=timeout)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if self.popen.poll() is None:
             self.popen.wait(timeout=timeout)
 

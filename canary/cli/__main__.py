@@ -1,0 +1,5 @@
+"""``python -m canary.cli`` runs the ``canary`` command."""
+
+from canary.cli import main
+
+main()

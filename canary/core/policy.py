@@ -338,6 +338,7 @@ class Serving(StrictModel):
 
 # --- routers -----------------------------------------------------------------------------
 
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.\-]+):[0-9]{1,5}$")
 _RUNTIME_API = re.compile(
     r"^(unix:/[^\s\x00]+|(tcp:)?(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.\-]+):[0-9]{1,5})$"
 )
@@ -395,7 +396,19 @@ class EnvoyRouter(StrictModel):
     virtual_host: ProxyName = "default"
     champion_cluster: ProxyName = "champion"
     canary_cluster: ProxyName = "canary"
+    admin: str | None = Field(
+        None,
+        description="(envoy) host:port of Envoy's admin interface; when set, every change "
+        "is confirmed in Envoy's config_dump and a rejected one is rolled back",
+    )
     timeout: Duration = Field(10.0, gt=0)
+
+    @field_validator("admin")
+    @classmethod
+    def _admin(cls, value: str | None) -> str | None:
+        if value is not None and not _HOST_PORT.fullmatch(value):
+            raise ValueError(f"invalid admin address {value!r}: write host:port")
+        return value
 
 
 Router = Annotated[HAProxyRouter | NginxRouter | EnvoyRouter, Field(discriminator="type")]

@@ -51,6 +51,7 @@ MEANINGS: dict[str, str] = {
     "router.virtual_host": "(envoy) virtual host holding the weighted route",
     "router.champion_cluster": "(envoy) cluster of the champion",
     "router.canary_cluster": "(envoy) cluster of the canary",
+    "router.admin": "(envoy) host:port of Envoy's admin interface; changes are confirmed there",
     "steps": "the ramp: one entry per stage, weights increasing; after the last, promote",
     "analysis": "how every tick decides",
     "analysis.version_label": "Prometheus label holding the model version",

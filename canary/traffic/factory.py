@@ -43,6 +43,6 @@ def router_for(config: RouterConfig) -> Router:
             timeout=config.timeout,
             # The admin address lets the router confirm Envoy loaded a change and read back
             # what Envoy runs; without it the files are the record.
-            admin=getattr(config, "admin", None),
+            admin=config.admin,
         )
     raise TypeError(f"no router for {type(config).__name__}")

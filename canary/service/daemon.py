@@ -1,0 +1,275 @@
+"""The daemon: scheduling, the leader lock, the HTTP server and signals, around a Controller.
+
+- apscheduler runs the registry poll and one tick job per active rollout at its policy's
+  interval; a job never overlaps itself (``max_instances=1``) and missed runs coalesce;
+- a file lock in the state directory makes sure only one daemon acts on one SQLite store; a
+  second one stands by until the lock frees;
+- SIGTERM finishes the ticks that are running and exits; SIGHUP reloads the policies and
+  keeps the old ones if any file is invalid;
+- on start, every active rollout in the store is scheduled again, so a daemon killed mid-
+  rollout continues the same rollout at the same step, and the first tick reconciles the
+  proxy's weights with what the store says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from canary.core.lifecycle import Rollout
+from canary.errors import CanaryError
+from canary.log import get_logger
+from canary.service.api import create_app
+from canary.service.controller import Controller
+from canary.service.policies import PolicySet
+from canary.service.tick import pinned_policy
+from canary.service.wiring import Runtime
+from canary.settings import Settings
+
+log = get_logger(__name__)
+
+POLL_JOB = "registry-poll"
+
+
+class LeaderLock:
+    """An exclusive, non-blocking file lock: held for the life of the process that took it.
+
+    The kernel releases it when the process dies, however it dies (SIGKILL included), so a
+    standby takes over without any lease to expire.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Daemon:
+    def __init__(self, settings: Settings, runtime: Runtime, policies: PolicySet) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.policies = policies
+        self.controller = Controller(runtime.ctx, policies, on_change=self._on_change)
+        self.lock = LeaderLock(settings.state_dir / "canary.lock")
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=8)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+            timezone="UTC",
+        )
+        self._stop = threading.Event()
+        self._acting = False
+        self._server: uvicorn.Server | None = None
+        self._server_thread: threading.Thread | None = None
+        self.api_port: int | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self._start_api()
+        self.runtime.outbox.start()
+        self._try_lead()
+        if not self._acting:
+            log.warning("daemon.standby", lock=str(self.lock.path))
+            self.scheduler.add_job(
+                self._try_lead, "interval", seconds=1.0, id="leader", replace_existing=True
+            )
+
+    def _try_lead(self) -> None:
+        if self._acting or not self.lock.try_acquire():
+            return
+        self._acting = True
+        self.runtime.ctx.telemetry.leader.set(1)
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.remove_job("leader")
+        log.info("daemon.leading", lock=str(self.lock.path), pid=os.getpid())
+        self.scheduler.add_job(
+            self._poll,
+            "interval",
+            seconds=self.settings.registry_poll_interval,
+            id=POLL_JOB,
+            next_run_time=_now(),
+            replace_existing=True,
+        )
+        for rollout in self.controller.active():
+            log.info(
+                "rollout.resumed",
+                rollout=rollout.id,
+                phase=rollout.phase.value,
+                step=rollout.step,
+                canary_weight=rollout.canary_weight,
+            )
+            self._schedule(rollout)
+
+    def run(self) -> int:
+        """Start, then block until SIGTERM/SIGINT; returns the exit status."""
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+        self.start()
+        while not self._stop.is_set():
+            self._stop.wait(0.5)
+        self.stop()
+        return 0
+
+    def stop(self) -> None:
+        log.info("daemon.stopping", grace=self.settings.shutdown_grace)
+        done = threading.Event()
+
+        def shutdown() -> None:
+            self.scheduler.shutdown(wait=True)  # lets running ticks finish
+            done.set()
+
+        threading.Thread(target=shutdown, name="scheduler-shutdown", daemon=True).start()
+        if not done.wait(self.settings.shutdown_grace):
+            log.warning("daemon.shutdown_timeout", grace=self.settings.shutdown_grace)
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._server_thread is not None:
+                self._server_thread.join(timeout=5)
+        self.runtime.close()
+        self.lock.release()
+        self.runtime.ctx.telemetry.leader.set(0)
+        log.info("daemon.stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("daemon.signal", signal=signal.Signals(signum).name)
+        self._stop.set()
+
+    def _on_reload_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=self.reload, name="policy-reload", daemon=True).start()
+
+    def reload(self) -> list[str]:
+        problems = self.policies.reload()
+        if problems:
+            self.runtime.ctx.telemetry.policy_reload_errors.inc()
+        return problems
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        try:
+            for rollout in self.controller.poll_registry():
+                self._schedule(rollout)
+            self.runtime.ctx.telemetry.count_phases(
+                [s.rollout for s in self.runtime.ctx.store.rollouts()]
+            )
+        except CanaryError as exc:
+            log.warning("registry.poll_error", error=str(exc))
+        except Exception as exc:
+            log.exception("registry.poll_crashed", error=str(exc))
+
+    def _schedule(self, rollout: Rollout) -> None:
+        job_id = f"tick:{rollout.id}"
+        if rollout.phase.terminal:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(job_id)
+            return
+        if self.scheduler.get_job(job_id) is not None:
+            return
+        interval = pinned_policy(rollout).analysis.interval
+        self.scheduler.add_job(
+            self.controller.tick,
+            "interval",
+            args=[rollout.id],
+            seconds=interval,
+            id=job_id,
+            next_run_time=_now(),
+            replace_existing=True,
+            misfire_grace_time=max(1, int(interval)),
+        )
+
+    def _on_change(self, rollout: Rollout) -> None:
+        if self._acting:
+            self._schedule(rollout)
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.scheduler.running:
+            return False, "scheduler not running"
+        if not self.policies.all():
+            return False, "no policies loaded"
+        if not self._acting:
+            return True, "standby: another controller holds the leader lock"
+        return True, "ready"
+
+    def _start_api(self) -> None:
+        from canary.service.status_page import add_status_page
+
+        app = create_app(
+            self.controller,
+            token=self.settings.api_token,
+            metrics_registry=self.runtime.ctx.telemetry.registry,
+            ready=self.ready,
+            extra_routes=add_status_page(self.controller),
+        )
+        config = uvicorn.Config(
+            app,
+            host=self.settings.api_host,
+            port=self.settings.api_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        # Run outside the main thread, uvicorn leaves signal handling to us.
+        self._server = server
+        self._server_thread = threading.Thread(target=server.run, name="api", daemon=True)
+        self._server_thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            if not self._server_thread.is_alive():
+                raise CanaryError(
+                    f"the HTTP API could not listen on {self.settings.api_host}:"
+                    f"{self.settings.api_port}"
+                )
+            time.sleep(0.02)
+        sockets: list[Any] = [s for srv in server.servers for s in srv.sockets]
+        self.api_port = sockets[0].getsockname()[1] if sockets else self.settings.api_port
+        log.info("api.listening", host=self.settings.api_host, port=self.api_port)
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.harness.haproxy",
     "tests.harness.nginx",
     "tests.harness.envoy",
+    "tests.harness.postgres",
 ]

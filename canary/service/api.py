@@ -6,7 +6,8 @@ changes are refused outright rather than left open: a controller that moves prod
 traffic must not be steerable by whoever can reach its port.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must resolve the local dependency
+# `require_token` in route signatures at definition time.
 
 import hmac
 from collections.abc import Callable

@@ -333,6 +333,11 @@ class Serving(StrictModel):
     def _port_needs_start(self) -> Serving:
         if self.start and "{port}" not in self.address:
             raise ValueError("with a start command, address must contain {port}")
+        if not self.start and "{port}" in self.address:
+            raise ValueError(
+                "address uses {port}, which only a start command gives; use a fixed port "
+                "or add serving.start"
+            )
         return self
 
 

@@ -22,7 +22,7 @@ POLICY = textwrap.dedent(
     """
     model: credit-risk
     trigger: {new_versions: true}
-    serving: {address: "127.0.0.1:{port}"}
+    serving: {address: "127.0.0.1:18000"}
     router: {type: haproxy, runtime_api: "127.0.0.1:9999", backend: credit_risk}
     steps:
       - {weight: 5, min_duration: 2m}

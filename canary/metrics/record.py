@@ -50,22 +50,31 @@ def record_rollout(
         raise MetricsError(f"rollout {rollout.id} has no champion version to compare with")
     arms = Arms(baseline=rollout.champion_version, canary=rollout.version)
     start = rollout.analysis_started_at or rollout.created_at
-    finish = end or (rollout.updated_at if rollout.phase.terminal else time.time())
+    finish = min(
+        end or (rollout.updated_at if rollout.phase.terminal else time.time()), time.time()
+    )
     interval = step or policy.analysis.interval
     if finish <= start:
         raise MetricsError(f"rollout {rollout.id} has no analysis time to record")
     client = PrometheusConnect(url=prometheus_url.rstrip("/"), disable_ssl=True)
-    stamps = [start + i * interval for i in range(int((finish - start) // interval) + 1)]
     queries = queries_for(policy, arms)
     per_query: dict[Query, dict[float, list[Sample]]] = {}
     for query in queries:
         per_query[query] = _range(client, query.promql, start, finish, interval, timeout)
+    # Prometheus aligns the range's timestamps itself (the client rounds the start to whole
+    # seconds): take the ticks from what it answered, not from our own arithmetic.
+    stamps = sorted({stamp for series in per_query.values() for stamp in series})
+    if not stamps:
+        raise MetricsError(
+            f"Prometheus has no samples of rollout {rollout.id}'s series between its start "
+            "and end (retention, or a different Prometheus?)"
+        )
     builder = SnapshotBuilder(policy, arms)
     lines = []
     for stamp in stamps:
         results = {q: per_query[q].get(_key(stamp), []) for q in queries}
         weight = _weight_at(weights, stamp, rollout.canary_weight)
-        snapshot = builder.fold(results, t=stamp - start, canary_weight=weight)
+        snapshot = builder.fold(results, t=max(stamp - start, 0.0), canary_weight=weight)
         lines.append(snapshot_line(_complete(policy, snapshot)))
     return lines
 

@@ -75,8 +75,9 @@ class Daemon:
             env=self.env,
         )
         self.process.start()
-        self.process.wait_ready(lambda: httpx.get(f"{self.api}/readyz").status_code == 200,
-                                timeout=60)
+        self.process.wait_ready(
+            lambda: httpx.get(f"{self.api}/readyz").status_code == 200, timeout=60
+        )
         return self
 
     def kill(self) -> None:
@@ -171,8 +172,13 @@ class World:
 
 
 def write_policy(
-    path: Path, model: str, haproxy: HAProxyInstance, first_port: int, profiles: Path,
-    steps: list[dict[str, Any]], extra_analysis: dict[str, Any] | None = None,
+    path: Path,
+    model: str,
+    haproxy: HAProxyInstance,
+    first_port: int,
+    profiles: Path,
+    steps: list[dict[str, Any]],
+    extra_analysis: dict[str, Any] | None = None,
 ) -> None:
     selector = f'model="{model}"'
     analysis: dict[str, Any] = {
@@ -209,9 +215,21 @@ def write_policy(
         "serving": {
             "address": "127.0.0.1:{port}",
             "start": [
-                sys.executable, "-m", "canary.sim.model_server",
-                "--model", "{model}", "--version", "{version}", "--port", "{port}",
-                "--profiles", str(profiles), "--seed", "11", "--log-level", "warning",
+                sys.executable,
+                "-m",
+                "canary.sim.model_server",
+                "--model",
+                "{model}",
+                "--version",
+                "{version}",
+                "--port",
+                "{port}",
+                "--profiles",
+                str(profiles),
+                "--seed",
+                "11",
+                "--log-level",
+                "warning",
             ],
             "health": "http://{address}/health",
             "ports": {"first": first_port, "last": first_port + PORTS - 1},
@@ -270,13 +288,21 @@ def rollout_world(
         haproxy = haproxy_factory({"champion": f"127.0.0.1:{champion_server.port}"})
         profiles_file = tmp_path / "profiles.yaml"
         profiles_file.write_text(
-            yaml.safe_dump({k: {"error-rate": 0.05, "accuracy": 0.9, **v}
-                            for k, v in profiles.items()})
+            yaml.safe_dump(
+                {k: {"error-rate": 0.05, "accuracy": 0.9, **v} for k, v in profiles.items()}
+            )
         )
         policies = tmp_path / "policies"
         policies.mkdir()
-        write_policy(policies / f"{model}.yaml", model, haproxy, first_port, profiles_file,
-                     steps, extra_analysis)
+        write_policy(
+            policies / f"{model}.yaml",
+            model,
+            haproxy,
+            first_port,
+            profiles_file,
+            steps,
+            extra_analysis,
+        )
         sink = Sink().start()
         api_port = free_port()
         env = {
@@ -293,10 +319,10 @@ def rollout_world(
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         }
         daemon = Daemon(tmp_path, env, f"http://127.0.0.1:{api_port}")
-        load = LoadGenerator(haproxy.url, rps=rps, groups={"a": 0.5, "b": 0.5}, workers=6,
-                             seed=3)
-        world = World(model, mlflow_server, prom, haproxy, champion_server, daemon, sink,
-                      load, tmp_path)
+        load = LoadGenerator(haproxy.url, rps=rps, groups={"a": 0.5, "b": 0.5}, workers=6, seed=3)
+        world = World(
+            model, mlflow_server, prom, haproxy, champion_server, daemon, sink, load, tmp_path
+        )
         started.append(world)
         load.start()
         # Prometheus must have the champion's series before the rollout's first reading.

@@ -101,8 +101,11 @@ def test_a_challenger_worse_for_one_group_is_rolled_back_naming_the_group(rollou
 def test_sigkill_mid_rollout_resumes_at_the_same_step(rollout_world):
     world = rollout_world(
         profiles={"2": {}},
-        steps=[{"weight": 10, "min_duration": "4s"}, {"weight": 30, "min_duration": "20s"},
-               {"weight": 50, "min_duration": "4s"}],
+        steps=[
+            {"weight": 10, "min_duration": "4s"},
+            {"weight": 30, "min_duration": "20s"},
+            {"weight": 50, "min_duration": "4s"},
+        ],
     )
     at_step = world.wait_rollout(
         lambda s: s["phase"] == "progressing" and s["step"] == 1, timeout=120, what="step 2"

@@ -126,7 +126,7 @@ def test_an_unreachable_prometheus_is_an_error_measurement():
     source = PrometheusSource(HttpQueryClient("http://127.0.0.1:9", timeout=1))
     measured = source.read(policy, Arms("1", "2"), t=0.0, canary_weight=5, state={"k": 1})
     assert measured.outcome == "error"
-    assert "unreachable" in measured.error
+    assert "unreachable" in str(measured.error)
     assert measured.state == {"k": 1}
 
 
@@ -139,4 +139,4 @@ def test_bad_promql_is_an_error_measurement(prometheus):
         policy_for("y-model"), Arms("1", "2"), t=0.0, canary_weight=5, state=None
     )
     assert measured.outcome == "error"
-    assert "refused" in measured.error
+    assert "refused" in str(measured.error)

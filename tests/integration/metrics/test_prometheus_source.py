@@ -15,6 +15,7 @@ from canary.core.policy import parse_policy
 from canary.metrics.prometheus import Arms, HttpQueryClient, PrometheusSource
 from canary.metrics.record import record_rollout
 from canary.sim.config import SimConfig
+from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +113,15 @@ def test_counts_are_exact_through_a_counter_reset(prometheus, prometheus_job, mo
         analysis_started_at=started,
         detail={"policy": policy.model_dump(mode="json")},
     )
-    lines = record_rollout(rollout, prometheus.url, step=1.0, end=time.time() + 1)
+    # Range queries see a scrape once a whole step has passed after it: poll, do not sleep.
+    recorded: list[list[dict]] = []
+
+    def record_reaches_the_end() -> bool:
+        recorded[:] = [record_rollout(rollout, prometheus.url, step=1.0, end=time.time())]
+        return recorded[0][-1]["metrics"]["errors"]["canary"]["total"] == 35
+
+    wait_until(record_reaches_the_end, timeout=15, what="record sees the last scrape")
+    lines = recorded[0]
     last = lines[-1]["metrics"]
     assert last["errors"]["canary"]["total"] == 35
     assert last["errors"]["baseline"]["total"] == 40

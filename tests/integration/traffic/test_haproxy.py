@@ -166,7 +166,9 @@ def test_frozen_haproxy_times_out_then_retry_succeeds(
             router.apply(Weights(canary=50))
     finally:
         os.kill(haproxy.process.popen.pid, signal.SIGCONT)
-    # The failed call read state first and never reached a command: nothing changed.
-    assert router.read() == Weights(canary=10)
+    # A timed-out call has an ambiguous outcome: a command already in the socket's buffer is
+    # carried out once HAProxy runs again. The state is the old or the new split, never
+    # anything else, and the retry (what the daemon does every tick) converges.
+    assert router.read() in (Weights(canary=10), Weights(canary=50))
     assert router.apply(Weights(canary=50)) == Weights(canary=50)
     assert router.read() == Weights(canary=50)

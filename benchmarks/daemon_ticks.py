@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from canary import log
 from canary.core.lifecycle import Phase, Rollout
 from canary.core.policy import parse_policy
 from canary.metrics.prometheus import HttpQueryClient, PrometheusSource
@@ -171,6 +172,7 @@ def rollback_latency(
 ) -> list[float]:
     """Seconds from the start of the tick that detects a breach to HAProxy at weight 0."""
     v1 = servers(SimConfig(model=MODEL, version="1", error_rate=0.02, seed=1))
+    (workdir / "haproxy").mkdir(exist_ok=True)
     haproxy = start_haproxy(workdir / "haproxy", {"champion": f"127.0.0.1:{v1.port}"})
     router = HAProxyRouter(haproxy.runtime_tcp.removeprefix("tcp:"), haproxy.backend)
     out = []
@@ -234,6 +236,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
+    log.configure("warning", "console")
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="canary-bench-") as tmp:
         workdir = Path(tmp)

@@ -20,7 +20,11 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so each command module can import `main` without a cycle.
-    from canary.cli import policy_commands  # noqa: F401
+    from canary.cli import (  # noqa: F401
+        daemon_commands,
+        policy_commands,
+        replay,
+    )
 
 
 _register()

@@ -85,6 +85,13 @@ class Telemetry:
             self.rollouts.labels(phase.value)
         for kind in ("metrics", "router", "registry", "serving", "store", "notify", "tick"):
             self.errors.labels(kind)
+        # Counters exist at 0 from the start, so increase() in alert rules sees their first
+        # increment (a series that appears already at 1 has no increase to Prometheus).
+        for phase in Phase:
+            self.transitions.labels(phase.value)
+        for outcome in ("ok", "error"):
+            self.ticks.labels(outcome)
+            self.measurements.labels(outcome)
 
     def count_phases(self, rollouts: list[Rollout]) -> None:
         counts = dict.fromkeys(Phase, 0)
@@ -105,6 +112,9 @@ class Telemetry:
             self.errors.labels("metrics").inc()
 
     def analysis(self, rollout: Rollout, result: TickResult) -> None:
+        alpha = ((rollout.detail.get("policy") or {}).get("analysis") or {}).get("alpha")
+        if alpha:
+            self.threshold.labels(rollout.model, rollout.id).set(1.0 / float(alpha))
         for name, status in result.metrics.items():
             value = status.e_value if math.isfinite(status.e_value) else 1e300
             self.e_value.labels(rollout.model, rollout.id, name).set(value)

@@ -9,12 +9,12 @@ profiles file tells each version how to behave (its error rate, its per-group ac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +29,8 @@ from canary.sim.loadgen import LoadGenerator
 from tests.harness.haproxy import HAProxyInstance, runtime_command
 from tests.harness.mlflow_server import MlflowServer, unique_model_name
 from tests.harness.model_server import ModelServer, ModelServerFactory
-from tests.harness.prometheus import PrometheusServer
 from tests.harness.proc import ManagedProcess, free_port, wait_until
+from tests.harness.prometheus import PrometheusServer
 from tests.integration.notify.sink import Sink
 
 TOKEN = "e2e-token-0123456789abcdef"
@@ -82,7 +82,8 @@ class Daemon:
 
     def kill(self) -> None:
         """SIGKILL, like an OOM kill or a power cut: nothing gets to clean up."""
-        assert self.process is not None and self.process.popen is not None
+        assert self.process is not None
+        assert self.process.popen is not None
         os.kill(self.process.popen.pid, signal.SIGKILL)
         self.process.popen.wait(timeout=10)
 
@@ -95,10 +96,8 @@ class Daemon:
         for path in sorted(self.workdir.glob("canary-run-*.log")):
             for line in path.read_text(errors="replace").splitlines():
                 if line.startswith("{"):
-                    try:
+                    with contextlib.suppress(json.JSONDecodeError):
                         events.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        pass
         return events
 
     def rollouts(self) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure canary and print tables (saved under ``results/``)."""

@@ -227,7 +227,7 @@ def test_ramp_follows_the_policy_steps() -> None:
 
 def test_every_scenario_uses_a_valid_policy_and_names_its_truth() -> None:
     scenarios = all_scenarios()
-    assert len({s.name for s in scenarios}) == len(scenarios) == 9
+    assert len({s.name for s in scenarios}) == len(scenarios) == 10
     assert sum(s.is_null for s in scenarios) == 4
     for s in scenarios:
         names = s.policy().all_analysis_names()

@@ -231,7 +231,7 @@ def test_every_scenario_uses_a_valid_policy_and_names_its_truth() -> None:
     assert sum(s.is_null for s in scenarios) == 4
     for s in scenarios:
         names = s.policy().all_analysis_names()
-        if s.policy_file == "errors-only-5pct.yaml":
+        if s.policy_file in ("errors-only-5pct.yaml", "errors-strict-5pct.yaml"):
             assert names == ["errors"]
         else:
             assert set(names) == {"errors", "latency", "accuracy", "approval_parity"}

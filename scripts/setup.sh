@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian/Ubuntu machine lacks to run canary and its tests:
-# the real servers the tests and the demo start (Prometheus, HAProxy, nginx) and a
-# virtualenv (.venv) holding canary with its dev extra. Safe to run again: it only
-# installs what is missing or out of date.
+# the real servers the tests and the demo start (Prometheus, HAProxy, nginx), the headless
+# browser that checks the status page (Chromium) and a virtualenv (.venv) holding canary
+# with its dev extra. Safe to run again: it only installs what is missing or out of date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,8 @@ need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+# Headless Chromium renders the status page in its browser test; a font so text has glyphs.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2
   SUDO=""

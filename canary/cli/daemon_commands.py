@@ -280,6 +280,7 @@ def record(
         click.echo(f"canary: {exc}", err=True)
         sys.exit(1)
     stored = store.get(rollout_id)
+    weights = [(t.at, t.canary_weight) for t in store.transitions(rollout_id)] if stored else []
     store.close()
     if stored is None:
         click.echo(
@@ -288,7 +289,11 @@ def record(
         sys.exit(1)
     try:
         lines = record_rollout(
-            stored.rollout, settings.prometheus_url, step=step, timeout=settings.query_timeout
+            stored.rollout,
+            settings.prometheus_url,
+            step=step,
+            timeout=settings.query_timeout,
+            weights=weights,
         )
     except CanaryError as exc:
         click.echo(f"canary: {exc}", err=True)

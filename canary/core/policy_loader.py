@@ -50,13 +50,23 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def policy_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand directories to the YAML files they hold (sorted); keep files as given."""
+    """Expand directories to the YAML files they hold (sorted); keep files as given.
+
+    Hidden files and folders are skipped: a Kubernetes ConfigMap volume keeps a second copy
+    of every file in a hidden ``..<timestamp>`` folder, and editors leave ``.name.swp``.
+    """
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             out.extend(
-                sorted(p for p in path.rglob("*") if p.suffix in POLICY_SUFFIXES and p.is_file())
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in POLICY_SUFFIXES
+                    and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
             )
         else:
             out.append(path)

@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profiles",
         metavar="FILE",
-        help="YAML or JSON file mapping versions to options, e.g. {\"3\": {\"error-rate\": "
+        help='YAML or JSON file mapping versions to options, e.g. {"3": {"error-rate": '
         "0.02}}; the entry for --version overrides the command line. Lets one start command "
         "(a policy's serving.start) give each version its own behaviour.",
     )

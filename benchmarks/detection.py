@@ -185,7 +185,7 @@ def _targets(
         else:
             share = c.attributed / c.runs
             rows.append(row("detected and attributed >= 0.95", s.name, share, share >= 0.95))
-    for name in ("errors_2x", "errors_2x_single"):
+    for name in ("errors_2x", "errors_2x_single", "errors_2x_strict"):
         errors = summaries.get(name, {})
         if "canary" in errors and report.ORACLE in errors:
             ratio = errors["canary"].median_exposure / errors[report.ORACLE].median_exposure

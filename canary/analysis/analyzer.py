@@ -63,6 +63,7 @@ class Breach:
     e_value: float
     estimate: float | None
     interval: tuple[float | None, float | None]
+    measure: str = ""  # what estimate and interval are, in words
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +327,7 @@ class Analyzer:
                     e_value=_exp(log_e),
                     estimate=detail.estimate,
                     interval=detail.interval,
+                    measure=detail.measure,
                 )
             )
         return tuple(breaches)

@@ -126,6 +126,15 @@ class ArmComparison:
             float(row @ self.nb[:, test]),
         )
 
+    @property
+    def measure(self) -> str:
+        """What ``describe``'s estimate is, in words people read in an alert."""
+        if self.count is not None:
+            return "rate ratio canary/baseline"
+        if self.null.c1 == 1.0:
+            return "difference of rates canary - baseline"
+        return "ratio of rates canary/baseline"
+
     def describe(
         self, row: FloatArray, test: int, alpha: float
     ) -> tuple[float | None, tuple[float | None, float | None]]:

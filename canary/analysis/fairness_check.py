@@ -207,10 +207,16 @@ class FairnessAnalysis(MetricAnalysis):
             s_h = float(c_rates[h])
             estimate = float(c_rates[g]) / s_h if np.isfinite(s_h) and s_h > 0 else None
             low, high = contrast.interval(index, alpha)
+            measure = f"canary selection-rate ratio {groups[g]}/{groups[h]}"
             if low is None or high is None or not (np.isfinite(s_h) and s_h > 0):
-                return Detail(slice=groups[g], estimate=estimate, interval=(None, None))
+                return Detail(
+                    slice=groups[g], estimate=estimate, interval=(None, None), measure=measure
+                )
             return Detail(
-                slice=groups[g], estimate=estimate, interval=(c - high / s_h, c - low / s_h)
+                slice=groups[g],
+                estimate=estimate,
+                interval=(c - high / s_h, c - low / s_h),
+                measure=measure,
             )
         members = np.nonzero(spec.pair == index)[0]
         log_e = contrast.log_evalue()
@@ -224,4 +230,5 @@ class FairnessAnalysis(MetricAnalysis):
             slice=groups[h],
             estimate=estimate,
             interval=(None if low is None else low + delta, None if high is None else high + delta),
+            measure="increase of the parity gap over the baseline's",
         )

@@ -342,4 +342,9 @@ class HistogramAnalysis(MetricAnalysis):
             * float(bound_w[test, best - test * n_bounds])
         )
         estimate, interval = runner.describe(self.last, best, alpha)
-        return Detail(slice=self.tests.labels[test], estimate=estimate, interval=interval)
+        return Detail(
+            slice=self.tests.labels[test],
+            estimate=estimate,
+            interval=interval,
+            measure="ratio of slow requests canary/baseline",
+        )

@@ -93,6 +93,7 @@ class Detail:
     slice: str | None
     estimate: float | None
     interval: tuple[float | None, float | None]
+    measure: str = ""  # what the estimate is, e.g. "rate ratio canary/baseline"
 
 
 @dataclass

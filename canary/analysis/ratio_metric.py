@@ -191,4 +191,9 @@ class RatioAnalysis(MetricAnalysis):
         runner: ArmComparison = self.tests.extra["runner"]
         alpha = self.alpha * self.share * float(self.tests.shares[test])
         estimate, interval = runner.describe(self.last, test, alpha)
-        return Detail(slice=self.tests.labels[test], estimate=estimate, interval=interval)
+        return Detail(
+            slice=self.tests.labels[test],
+            estimate=estimate,
+            interval=interval,
+            measure=runner.measure,
+        )

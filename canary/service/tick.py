@@ -561,16 +561,19 @@ def breach_json(breach: Any) -> dict[str, Any]:
         "e_value": _num(breach.e_value),
         "estimate": _num(breach.estimate),
         "interval": [_num(breach.interval[0]), _num(breach.interval[1])],
+        "measure": getattr(breach, "measure", ""),
     }
 
 
 def breach_text(breach: Any) -> str:
+    """One line people can act on: what regressed, by how much, and how sure we are."""
     where = f"{breach.metric}" + (f" ({breach.slice})" if breach.slice else "")
     lo, hi = breach.interval
     interval = f"[{_fmt(lo)}, {_fmt(hi)}]"
+    measure = getattr(breach, "measure", "") or "estimate"
     return (
-        f"{where} regressed: estimate {_fmt(breach.estimate)}, interval {interval}, "
-        f"e-value {_fmt(breach.e_value)}"
+        f"{where} regressed: {measure} {_fmt(breach.estimate)}, confidence interval "
+        f"{interval}, e-value {_fmt(breach.e_value)}"
     )
 
 

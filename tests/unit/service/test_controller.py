@@ -112,7 +112,8 @@ def test_twice_the_error_rate_is_rolled_back_with_the_metric_named(tmp_path):
     assert final.phase is Phase.ROLLED_BACK
     assert final.canary_weight == 0.0
     assert world.router.weights.canary == 0.0
-    assert "errors regressed" in final.reason
+    assert "errors regressed: rate ratio canary/baseline" in final.reason
+    assert "confidence interval [" in final.reason
     version, outcome = world.registry.records[-1]
     assert (version, outcome.status) == ("2", VersionStatus.ROLLED_BACK)
     assert "errors" in outcome.reason

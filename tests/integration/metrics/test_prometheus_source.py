@@ -118,7 +118,7 @@ def test_counts_are_exact_through_a_counter_reset(prometheus, prometheus_job, mo
 
     def record_reaches_the_end() -> bool:
         recorded[:] = [record_rollout(rollout, prometheus.url, step=1.0, end=time.time())]
-        return recorded[0][-1]["metrics"]["errors"]["canary"]["total"] == 35
+        return bool(recorded[0][-1]["metrics"]["errors"]["canary"]["total"] == 35)
 
     wait_until(record_reaches_the_end, timeout=15, what="record sees the last scrape")
     lines = recorded[0]

@@ -7,7 +7,7 @@ a 5% canary share, nothing wrong: every tick is analysed, none stops early at a 
 
 Measured three ways, best of ``--repeat`` runs each, CPU time of this process:
 
-- ``json only``: decoding every file's lines (one ``orjson.loads`` per file, as the reader
+- ``json only``: decoding every file's lines (one ``json.loads`` per file, as the reader
   does), the floor any reader of the format pays;
 - ``replay``: ``replay_file`` on every file (what the command runs per file);
 - ``replay --ticks``: the same with one result object per tick;
@@ -35,7 +35,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from canary.analysis.replay import replay_file
 from canary.core.policy import Policy, parse_policy
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def decode_files() -> None:
             for lines_of_file in texts:  # one file at a time, as the replay reads them
-                orjson.loads("[" + ",".join(lines_of_file) + "]")
+                json.loads("[" + ",".join(lines_of_file) + "]")
 
         json_cpu = best_cpu(decode_files, args.repeat)
         rows.append(("json only (floor)", json_cpu))

@@ -27,8 +27,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from canary.analysis.analyzer import INVALID, MISSING, Analyzer, TickResult
 from canary.analysis.jsonform import FormatError, JsonSnapshot, number, parse_metric
 from canary.analysis.snapshot import MetricCounts, Snapshot
@@ -87,15 +85,14 @@ class LineReader:
 
 
 def _decode_all(lines: list[str]) -> list[Any] | None:
-    """Every line decoded in one call with orjson (decoding is a sizeable part of a replay,
-    and orjson does it about twice as fast as the standard library); None when any line is
-    not one JSON value, so the caller decodes line by line with ``json`` and names the bad
-    one with its message."""
+    """Every line decoded in one call (the per-call overhead of ``json.loads`` is a sizeable
+    part of a replay); None when any line is not one JSON value, so the caller decodes line
+    by line and names the bad one."""
     if any("\n" in line for line in lines):
         return None
     try:
-        decoded = orjson.loads("[" + ",".join(lines) + "]")
-    except orjson.JSONDecodeError:
+        decoded = json.loads("[" + ",".join(lines) + "]")
+    except json.JSONDecodeError:
         return None
     if not isinstance(decoded, list) or len(decoded) != len(lines):
         return None  # a line such as '1, 2' would hold two values

@@ -54,6 +54,10 @@ def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    # apscheduler warns "maximum number of running instances reached" whenever a tick runs
+    # longer than its interval (starting a model server does); the skipped run is expected
+    # and our own tick events say what happened, so only its errors are shown.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def get_logger(name: str | None = None, **fields: Any) -> structlog.stdlib.BoundLogger:

@@ -215,7 +215,8 @@ class FairnessAnalysis(MetricAnalysis):
             return Detail(
                 slice=groups[g],
                 estimate=estimate,
-                interval=(c - high / s_h, c - low / s_h),
+                # a ratio of rates is never negative, whatever the normal approximation says
+                interval=(max(c - high / s_h, 0.0), c - low / s_h),
                 measure=measure,
             )
         members = np.nonzero(spec.pair == index)[0]

@@ -22,6 +22,7 @@ def _register() -> None:
     # Imported here so each command module can import `main` without a cycle.
     from canary.cli import (  # noqa: F401
         daemon_commands,
+        demo,
         policy_commands,
         replay,
     )

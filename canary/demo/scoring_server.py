@@ -20,15 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any
-
-from prometheus_client import disable_created_metrics
 
 from canary import log as canary_log
 from canary.core import names
@@ -36,7 +31,7 @@ from canary.demo.payload import parse_request
 from canary.sim.config import SimConfig
 from canary.sim.labels import LabelQueue, LabelWorker, PendingLabel
 from canary.sim.metrics import TooManyGroupsError
-from canary.sim.model_server import DRAIN_TIMEOUT_S, ModelApp, SimServer
+from canary.sim.model_server import ModelApp, serve_app
 from canary.sim.payload import BadRequestError
 
 log = canary_log.get_logger(__name__)
@@ -177,41 +172,13 @@ def load_predictor(uri: str) -> tuple[Predictor, list[dict[str, Any]]]:
 def serve(app: ScoringApp, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and return.
 
-    The same loop as ``canary.sim.model_server.serve``, around an app that is built (and
-    its model loaded) before the port opens: a server that answers ``/health`` can score.
+    The simulated server's loop, around an app that is built (and its model loaded) before
+    the port opens: a server that answers ``/health`` can score.
     """
-    disable_created_metrics()  # type: ignore[no-untyped-call]
-    server = SimServer((host, port), app)
-    app.label_worker.start()
-    received: list[str] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
-        app.draining = True
-        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info(
-        "scoring_server.started",
-        host=host,
-        port=server.server_address[1],
-        model=app.config.model,
-        version=app.config.version,
-    )
     try:
-        server.serve_forever(poll_interval=0.1)
+        serve_app(app, host, port, event="scoring_server")
     finally:
-        log.info("scoring_server.stopping", signal=received[0] if received else None)
-        idle = app.wait_idle(DRAIN_TIMEOUT_S)
-        app.label_worker.stop()
-        server.server_close()
-        log.info(
-            "scoring_server.stopped",
-            drained=idle,
-            pending_labels=len(app.labels),
-            failed_requests=app.failures,
-        )
+        log.info("scoring_server.failed_requests", failed_requests=app.failures)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

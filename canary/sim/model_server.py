@@ -205,9 +205,15 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(config: SimConfig, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and return."""
+    serve_app(ModelApp(config), host, port, event="model_server", seed=config.seed)
+
+
+def serve_app(app: ModelApp, host: str, port: int, *, event: str, **fields: Any) -> None:
+    """The serving loop of any ``ModelApp`` (this simulated one, or the demo's real model):
+    serve until SIGTERM or SIGINT, then finish the requests in flight and the pending labels'
+    worker. ``event`` prefixes the log events; ``fields`` are added to the start event."""
     # *_created series would double what Prometheus stores for no use here.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    app = ModelApp(config)
     server = SimServer((host, port), app)
     app.label_worker.start()
 
@@ -223,21 +229,21 @@ def serve(config: SimConfig, host: str, port: int) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info(
-        "model_server.started",
+        f"{event}.started",
         host=host,
         port=server.server_address[1],
-        model=config.model,
-        version=config.version,
-        seed=config.seed,
+        model=app.config.model,
+        version=app.config.version,
+        **fields,
     )
     try:
         server.serve_forever(poll_interval=0.1)
     finally:
-        log.info("model_server.stopping", signal=received[0] if received else None)
+        log.info(f"{event}.stopping", signal=received[0] if received else None)
         idle = app.wait_idle(DRAIN_TIMEOUT_S)
         app.label_worker.stop()
         server.server_close()
-        log.info("model_server.stopped", drained=idle, pending_labels=len(app.labels))
+        log.info(f"{event}.stopped", drained=idle, pending_labels=len(app.labels))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

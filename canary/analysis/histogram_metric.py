@@ -46,6 +46,8 @@ FloatArray = NDArray[np.float64]
 # Histogram bounds: weight of a bound whose baseline exceedance fraction is f is
 # floor + exp(-(log10 f - log10 0.01)^2 / (2 * 0.5^2)): most weight near the baseline's p99.
 BOUND_TARGET_LOG10 = -2.0
+# The smallest share of slow requests the minimum sample waits for (see _evaluate).
+RATE_FLOOR = 0.01
 BOUND_SD_LOG10 = 0.5
 BOUND_FLOOR = 0.02
 
@@ -315,6 +317,12 @@ class HistogramAnalysis(MetricAnalysis):
         assert tests is not None
         runner: ArmComparison = tests.extra["runner"]
         log_e_bounds, info, block = runner.advance(increments)
+        if runner.count is not None:
+            # A tail that holds fewer than RATE_FLOOR of the requests is sized as if it held
+            # that many: a fast, stable model (every request in the first bucket) would
+            # otherwise never reach its minimum sample, since the count test's information
+            # grows with slow requests. Only promotion waits on this; rollback does not.
+            info = np.maximum(info, RATE_FLOOR * block.exposure)
         log_e_tests, log_e, progress = self._reduce(tests, log_e_bounds, info)
         return Evaluation(
             log_e=log_e,

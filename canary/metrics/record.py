@@ -12,12 +12,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
+import httpx
 
 from canary.analysis.snapshot import (
     Buckets,
@@ -56,11 +53,12 @@ def record_rollout(
     interval = step or policy.analysis.interval
     if finish <= start:
         raise MetricsError(f"rollout {rollout.id} has no analysis time to record")
-    client = PrometheusConnect(url=prometheus_url.rstrip("/"), disable_ssl=True)
+    client = httpx.Client(base_url=prometheus_url.rstrip("/"), timeout=timeout + 5)
     queries = queries_for(policy, arms)
     per_query: dict[Query, dict[float, list[Sample]]] = {}
-    for query in queries:
-        per_query[query] = _range(client, query.promql, start, finish, interval, timeout)
+    with client:
+        for query in queries:
+            per_query[query] = _range(client, query.promql, start, finish, interval, timeout)
     # Prometheus aligns the range's timestamps itself (the client rounds the start to whole
     # seconds): take the ticks from what it answered, not from our own arithmetic.
     stamps = sorted({stamp for series in per_query.values() for stamp in series})
@@ -84,30 +82,37 @@ def _key(stamp: float) -> float:
 
 
 def _range(
-    client: PrometheusConnect,
+    client: httpx.Client,
     promql: str,
     start: float,
     end: float,
     step: float,
     timeout: float,
 ) -> dict[float, list[Sample]]:
+    """A range query with the exact start time (the ticks are start + k * step; a client
+    that rounds the start to whole seconds would move the baseline reading)."""
+    params = {
+        "query": promql,
+        "start": f"{start:.3f}",
+        "end": f"{end:.3f}",
+        "step": f"{step:g}",
+        "timeout": f"{timeout:g}s",
+    }
     try:
-        result = client.custom_query_range(
-            promql,
-            start_time=datetime.fromtimestamp(start, UTC),
-            end_time=datetime.fromtimestamp(end, UTC),
-            step=f"{step:g}s",
-            params={"timeout": f"{timeout:g}s"},
-        )
-    except PrometheusApiClientException as exc:
-        raise MetricsError(f"Prometheus refused {promql}: {exc}") from exc
-    except requests.RequestException as exc:
+        response = client.get("/api/v1/query_range", params=params)
+    except httpx.HTTPError as exc:
         raise MetricsError(f"Prometheus unreachable: {type(exc).__name__}") from exc
-    out: dict[float, list[Sample]] = {}
-    for row in result:
-        labels = {str(k): str(v) for k, v in row["metric"].items()}
-        for stamp, value in row["values"]:
-            out.setdefault(_key(float(stamp)), []).append((labels, float(value)))
+    if response.status_code != 200:
+        raise MetricsError(f"Prometheus refused {promql}: {response.status_code} {response.text}")
+    try:
+        result = response.json()["data"]["result"]
+        out: dict[float, list[Sample]] = {}
+        for row in result:
+            labels = {str(k): str(v) for k, v in row["metric"].items()}
+            for stamp, value in row["values"]:
+                out.setdefault(_key(float(stamp)), []).append((labels, float(value)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MetricsError(f"unexpected Prometheus result shape: {exc}") from exc
     return out
 
 

@@ -90,6 +90,7 @@ class CountBlock:
     information: FloatArray
     log_e: FloatArray
     history: FloatArray  # (K, T, 3): x_C, m, rho of each interval
+    exposure: FloatArray  # (K, T): the information per unit adverse rate (see below)
 
 
 class CountRatioTests:
@@ -115,6 +116,10 @@ class CountRatioTests:
         self._test_cols = slice(1, 1 + grid.offsets.size)
         self.loglik: FloatArray = np.zeros_like(self._log_r)
         self.information: FloatArray = np.zeros(r0.size)
+        # sum of n_k theta0 (1 - theta0) over intervals, n_k the requests of both arms: the
+        # information the test would have if a fraction q of requests were adverse is
+        # q * exposure. It lets a caller size a sample at a floor rate when events are rare.
+        self.exposure: FloatArray = np.zeros(r0.size)
         # per-interval (x_C, m, rho) of every test, for intervals shown to people on demand
         self._history: list[FloatArray] = []
 
@@ -148,13 +153,22 @@ class CountRatioTests:
         log_e = logsumexp_rows(
             loglik[..., self._test_cols] - loglik[..., :1], self.grid.log_weights
         )
+        exposure = np.cumsum(
+            np.concatenate(
+                [self.exposure[None], (n_canary + n_baseline) * theta0 * (1.0 - theta0)]
+            ),
+            axis=0,
+        )[1:]
         history = np.stack([x_canary, events, rho], axis=-1)
-        return CountBlock(loglik=loglik, information=info, log_e=log_e, history=history)
+        return CountBlock(
+            loglik=loglik, information=info, log_e=log_e, history=history, exposure=exposure
+        )
 
     def commit(self, block: CountBlock, row: int) -> None:
         """Keep the state after interval ``row`` of ``block`` (-1: the last)."""
         self.loglik = block.loglik[row].copy()
         self.information = block.information[row].copy()
+        self.exposure = block.exposure[row].copy()
         upto = block.history.shape[0] if row == -1 else row + 1
         self._history.append(block.history[:upto])
 
@@ -232,6 +246,7 @@ class CountRatioTests:
         return {
             "loglik": self.loglik.tolist(),
             "information": self.information.tolist(),
+            "exposure": self.exposure.tolist(),
             "history": history.tolist(),
         }
 
@@ -245,4 +260,7 @@ class CountRatioTests:
             raise ValueError("state does not match this set of tests")
         self.loglik = loglik
         self.information = information
+        self.exposure = np.asarray(
+            state.get("exposure", np.zeros(self.size)), dtype=np.float64
+        ).reshape(self.size)
         self._history = [history]

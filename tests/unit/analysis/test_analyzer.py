@@ -383,3 +383,65 @@ analysis:
     reader = LineReader(policy)
     from_json = Analyzer(policy).update_many([reader.tick(line) for line in lines])
     assert [comparable(r) for r in from_json] == [comparable(r) for r in results]
+
+
+def test_a_fast_model_with_an_empty_tail_still_reaches_its_minimum_sample() -> None:
+    """Every request in the first bucket on both arms: the count test sees no slow requests,
+    so without the rate floor the latency metric could never be promoted. With it, the metric
+    is sampled enough after a few thousand requests, and a tail that then appears is still
+    caught (the floor only decides when to stop waiting, never what counts as evidence)."""
+    from canary.analysis.snapshot import Buckets, HistogramArm
+
+    policy = policy_with(
+        """
+analysis:
+  metrics:
+    - name: latency
+      kind: histogram
+      buckets: 'h_bucket{model="m"}'
+      tolerance: {relative: 1.0}
+"""
+    )
+    bounds = (0.005, 0.01, 0.025, 0.1, math.inf)
+
+    def hist(total: float, slow: float = 0.0) -> HistogramArm:
+        fast = total - slow
+        return HistogramArm(buckets=Buckets(bounds, (fast, fast, fast, total, total)))
+
+    analyzer = Analyzer(policy)
+    result = None
+    for tick in range(1, 200):
+        n_b, n_c = 250.0 * tick, 250.0 * tick
+        snap = Snapshot(
+            t=15.0 * tick,
+            canary_weight=50,
+            metrics={"latency": MetricCounts(baseline=hist(n_b), canary=hist(n_c))},
+        )
+        result = analyzer.update(snap)
+        if result.enough:
+            break
+    assert result is not None
+    assert result.enough, result.metrics["latency"]
+    assert not result.rollback
+    ticks_to_enough = result.tick
+    assert ticks_to_enough < 100  # 25,000 canary requests at most
+
+    # the same stable model, now with 5% of the canary's requests slower than 25 ms
+    analyzer = Analyzer(policy)
+    slow = 0.0
+    for tick in range(1, 200):
+        slow += 0.05 * 250
+        snap = Snapshot(
+            t=15.0 * tick,
+            canary_weight=50,
+            metrics={
+                "latency": MetricCounts(
+                    baseline=hist(250.0 * tick), canary=hist(250.0 * tick, slow)
+                )
+            },
+        )
+        result = analyzer.update(snap)
+        if result.rollback:
+            break
+    assert result.rollback
+    assert result.tick <= ticks_to_enough

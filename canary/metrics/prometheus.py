@@ -15,6 +15,7 @@ read from results, never written into a query.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -81,9 +82,10 @@ class Measurement:
 
 
 class QueryClient(Protocol):
-    """The one Prometheus call we need: an instant query returning raw samples."""
+    """The one Prometheus call we need: an instant query returning raw samples, evaluated
+    at ``at`` (unix seconds), or now when None."""
 
-    def instant(self, query: str) -> list[Sample]: ...
+    def instant(self, query: str, at: float | None = None) -> list[Sample]: ...
 
 
 class MetricSource(Protocol):
@@ -281,9 +283,10 @@ class HttpQueryClient:
             url=self.url, disable_ssl=True, retry=retry, timeout=max(1, math.ceil(timeout))
         )
 
-    def instant(self, query: str) -> list[Sample]:
+    def instant(self, query: str, at: float | None = None) -> list[Sample]:
+        params = {"time": f"{at:.3f}"} if at is not None else None
         try:
-            result = self._client.custom_query(query, timeout=self.timeout)
+            result = self._client.custom_query(query, params=params, timeout=self.timeout)
         except PrometheusApiClientException as exc:
             raise MetricsError(f"Prometheus refused the query: {exc}") from exc
         except requests.RequestException as exc:
@@ -303,10 +306,25 @@ class HttpQueryClient:
 
 
 class PrometheusSource:
-    """The daemon's metric source: one instant query per selector per tick."""
+    """The daemon's metric source: one instant query per selector per tick.
 
-    def __init__(self, client: QueryClient) -> None:
+    Every query of a tick is evaluated at the same instant, ``settle`` seconds in the past:
+    a ratio's events and total are two queries, and if a scrape landed between them the
+    events would come from one scrape and the total from the next, a spurious dip in the
+    rate for one tick. A fixed, slightly past instant sees complete scrapes only, so the
+    whole snapshot is one consistent reading.
+    """
+
+    def __init__(
+        self,
+        client: QueryClient,
+        *,
+        settle: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
+        self.settle = settle
+        self.clock = clock
 
     def read(
         self,
@@ -320,9 +338,10 @@ class PrometheusSource:
         builder = SnapshotBuilder.from_state(policy, arms, state)
         results: dict[Query, list[Sample]] = {}
         queries = queries_for(policy, arms)
+        at = self.clock() - self.settle
         for query in queries:
             try:
-                results[query] = self.client.instant(query.promql)
+                results[query] = self.client.instant(query.promql, at)
             except MetricsError as exc:
                 log.warning("metrics.query_failed", metric=query.item, error=str(exc))
                 # The previous state stays: a failed tick must not move the baseline.

@@ -64,7 +64,8 @@ def test_counts_are_exact_through_a_counter_reset(prometheus, prometheus_job, mo
     prometheus.wait_for_value(total, lambda v: v == 30, timeout=30)
 
     policy = policy_for(model)
-    source = PrometheusSource(HttpQueryClient(prometheus.url, timeout=5))
+    # settle=0: the test waits for each scrape itself before reading
+    source = PrometheusSource(HttpQueryClient(prometheus.url, timeout=5), settle=0.0)
     arms = Arms(baseline="1", canary="2")
     started = time.time()
     first = source.read(policy, arms, t=0.0, canary_weight=50, state=None)
@@ -141,8 +142,8 @@ def test_an_unreachable_prometheus_is_an_error_measurement():
 
 def test_bad_promql_is_an_error_measurement(prometheus):
     class Broken:
-        def instant(self, query):
-            return HttpQueryClient(prometheus.url).instant(query + "{{")
+        def instant(self, query, at=None):
+            return HttpQueryClient(prometheus.url).instant(query + "{{", at)
 
     measured = PrometheusSource(Broken()).read(
         policy_for("y-model"), Arms("1", "2"), t=0.0, canary_weight=5, state=None

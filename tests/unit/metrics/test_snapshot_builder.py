@@ -21,9 +21,11 @@ class FakeClient:
         self.series: dict[str, list] = {}
         self.fail = False
         self.queries: list[str] = []
+        self.times: list[float | None] = []
 
-    def instant(self, query):
+    def instant(self, query, at=None):
         self.queries.append(query)
+        self.times.append(at)
         if self.fail:
             raise MetricsError("Prometheus unreachable")
         metric = query.split("{", 1)[0]
@@ -132,3 +134,11 @@ def test_a_failed_query_is_an_error_measurement_that_keeps_the_state():
     assert failed.snapshot is None
     assert "unreachable" in str(failed.error)
     assert failed.state == ok.state
+
+
+def test_every_query_of_a_tick_is_evaluated_at_the_same_settled_instant():
+    client = FakeClient()
+    source = PrometheusSource(client, settle=2.0, clock=lambda: 1000.0)
+    source.read(POLICY, ARMS, t=0, canary_weight=5, state=None)
+    assert len(client.times) == len(queries_for(POLICY, ARMS)) == 7
+    assert set(client.times) == {998.0}

@@ -296,11 +296,30 @@ class SqlStore:
             if self._dialect == "sqlite":
                 _configure_sqlite(self._engine, busy_timeout)
         try:
-            self._open()
+            self._open_retrying()
         except BaseException:
             self._engine.dispose()
             raise
         log.info("store.opened", url=self.display_url, schema_version=SCHEMA_VERSION)
+
+    def _open_retrying(self, attempts: int = 4) -> None:
+        """``_open``, again after a pause if SQLite says the file is locked.
+
+        Controllers starting together on a new SQLite file all switch it to WAL mode and
+        create the tables; SQLite sometimes answers "locked" at once instead of waiting for
+        the busy timeout while the journal mode changes. A short retry rides that out.
+        """
+        for attempt in range(attempts):
+            try:
+                self._open()
+                return
+            except StoreError as exc:
+                if self._dialect != "sqlite" or "locked" not in str(exc):
+                    raise
+                if attempt == attempts - 1:
+                    raise
+                log.info("store.open_retry", url=self.display_url, attempt=attempt + 1)
+                time.sleep(0.25 * (attempt + 1))
 
     def _open(self) -> None:
         """Create missing tables and check (or record) the schema version in one write

@@ -62,7 +62,7 @@ def test_queries_add_the_version_matcher_to_each_selector():
 
 def test_counts_are_cumulative_since_the_first_reading_and_survive_a_reset():
     client = FakeClient()
-    source = PrometheusSource(client)
+    source = PrometheusSource(client, combine=False)
     client.series["model_requests_total"] = requests(1000, 10, 0, 0)
     first = source.read(POLICY, ARMS, t=0, canary_weight=5, state=None)
     assert first.outcome == "ok"
@@ -85,7 +85,7 @@ def test_counts_are_cumulative_since_the_first_reading_and_survive_a_reset():
 
 def test_slices_and_histograms_are_built_per_arm():
     client = FakeClient()
-    source = PrometheusSource(client)
+    source = PrometheusSource(client, combine=False)
     state = source.read(POLICY, ARMS, t=0, canary_weight=5, state=None).state
     client.series["model_labelled_total"] = [
         ({"version": "1", "group": "a", "correct": "true"}, 90.0),
@@ -112,7 +112,7 @@ def test_slices_and_histograms_are_built_per_arm():
 
 def test_other_versions_and_series_without_the_slice_label_are_ignored():
     client = FakeClient()
-    source = PrometheusSource(client)
+    source = PrometheusSource(client, combine=False)
     state = source.read(POLICY, ARMS, t=0, canary_weight=5, state=None).state
     client.series["model_labelled_total"] = [
         ({"version": "3", "group": "a", "correct": "true"}, 50.0),
@@ -125,7 +125,7 @@ def test_other_versions_and_series_without_the_slice_label_are_ignored():
 
 def test_a_failed_query_is_an_error_measurement_that_keeps_the_state():
     client = FakeClient()
-    source = PrometheusSource(client)
+    source = PrometheusSource(client, combine=False)
     client.series["model_requests_total"] = requests(10, 0, 0, 0)
     ok = source.read(POLICY, ARMS, t=0, canary_weight=5, state=None)
     client.fail = True
@@ -138,7 +138,38 @@ def test_a_failed_query_is_an_error_measurement_that_keeps_the_state():
 
 def test_every_query_of_a_tick_is_evaluated_at_the_same_settled_instant():
     client = FakeClient()
-    source = PrometheusSource(client, settle=2.0, clock=lambda: 1000.0)
+    source = PrometheusSource(client, settle=2.0, clock=lambda: 1000.0, combine=False)
     source.read(POLICY, ARMS, t=0, canary_weight=5, state=None)
     assert len(client.times) == len(queries_for(POLICY, ARMS)) == 7
     assert set(client.times) == {998.0}
+
+
+def test_the_combined_query_reads_every_selector_in_one_round_trip():
+    """The tick's seven selectors become one query; series come back tagged with the index
+    of their selector, and the tag is stripped before they are counted."""
+
+    class Tagged:
+        def __init__(self):
+            self.queries: list[str] = []
+
+        def instant(self, query, at=None):
+            self.queries.append(query)
+            # selector 1 is the errors' total: one series per version
+            return [
+                ({"version": "1", "code": "200", "canary_selector": "1"}, 10.0 * len(self.queries)),
+                ({"version": "2", "code": "200", "canary_selector": "1"}, 3.0 * len(self.queries)),
+                ({"version": "2", "canary_selector": "99"}, 5.0),  # not ours: ignored
+            ]
+
+    client = Tagged()
+    source = PrometheusSource(client)
+    first = source.read(POLICY, ARMS, t=0, canary_weight=5, state=None)
+    second = source.read(POLICY, ARMS, t=15, canary_weight=5, state=first.state)
+    assert len(client.queries) == 2
+    query = client.queries[0]
+    assert query.count("label_replace(") == len(queries_for(POLICY, ARMS))
+    assert query.count(" or ") == len(queries_for(POLICY, ARMS)) - 1
+    errors = second.snapshot.metrics["errors"]
+    assert errors.baseline.counts == Counts(0, 10)
+    assert errors.canary.counts == Counts(0, 3)
+    assert "canary_selector" not in str(second.state)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -104,10 +104,41 @@ class Settings(BaseSettings):
         description="Seconds SIGTERM waits for the current ticks to finish before exiting.",
     )
 
-    @field_validator("registry_poll_interval", "query_timeout", "shutdown_grace", mode="before")
+    leader_lease: float = Field(
+        15.0,
+        ge=1,
+        description="Seconds a leader's lease lasts when the store is PostgreSQL (a file lock "
+        "on SQLite needs none). A standby takes over at most this long (plus one try, at most "
+        "1 s) after the leader dies; the leader stops acting after 80 % of it without a "
+        "renewal. 15 s: one default analysis interval, so a dead leader costs about one tick.",
+    )
+    leader_renew_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between lease renewals (PostgreSQL store). At most a third of "
+        "leader_lease, so two renewals in a row can fail before the leader has to stop.",
+    )
+
+    @field_validator(
+        "registry_poll_interval",
+        "query_timeout",
+        "shutdown_grace",
+        "leader_lease",
+        "leader_renew_interval",
+        mode="before",
+    )
     @classmethod
     def _durations(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _renewals_fit_in_the_lease(self) -> Settings:
+        if self.leader_renew_interval * 3 > self.leader_lease:
+            raise ValueError(
+                f"leader_renew_interval ({self.leader_renew_interval:g}s) must be at most a "
+                f"third of leader_lease ({self.leader_lease:g}s)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -161,6 +192,9 @@ def load_settings(settings_file: str | Path | None = None, **overrides: Any) -> 
             field = ".".join(str(p) for p in error["loc"])
             env = f"CANARY_{field.upper()}"
             msg = str(error["msg"]).removeprefix("Value error, ")
+            if not field:  # a rule across fields: the message names them
+                problems.append(f"settings (from {where}): {msg}")
+                continue
             problems.append(f"settings: {field} ({env}, from {where}): {msg}")
         raise SettingsError("\n".join(problems)) from None
     finally:

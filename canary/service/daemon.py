@@ -2,8 +2,10 @@
 
 - apscheduler runs the registry poll and one tick job per active rollout at its policy's
   interval; a job never overlaps itself (``max_instances=1``) and missed runs coalesce;
-- a file lock in the state directory makes sure only one daemon acts on one SQLite store; a
-  second one stands by until the lock frees;
+- only the leader acts (``canary.service.leader``): a file lock in the state directory on a
+  SQLite store, a lease row on a PostgreSQL one. Others stand by and take over when the lock
+  frees; a leader whose lease runs out removes its jobs, lets the tick in progress finish
+  and starts no other, and stands by again;
 - SIGTERM finishes the ticks that are running and exits; SIGHUP reloads the policies and
   keeps the old ones if any file is invalid;
 - on start, every active rollout in the store is scheduled again, so a daemon killed mid-
@@ -14,18 +16,17 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import threading
 import time
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from canary.core.lifecycle import Rollout
@@ -33,6 +34,7 @@ from canary.errors import CanaryError
 from canary.log import get_logger
 from canary.service.api import create_app
 from canary.service.controller import Controller
+from canary.service.leader import Leadership, leader_lock_for
 from canary.service.policies import PolicySet
 from canary.service.tick import pinned_policy
 from canary.service.wiring import Runtime
@@ -43,57 +45,25 @@ log = get_logger(__name__)
 POLL_JOB = "registry-poll"
 
 
-class LeaderLock:
-    """An exclusive, non-blocking file lock: held for the life of the process that took it.
-
-    The kernel releases it when the process dies, however it dies (SIGKILL included), so a
-    standby takes over without any lease to expire.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def try_acquire(self) -> bool:
-        if self._fd is not None:
-            return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return True
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
 class Daemon:
     def __init__(self, settings: Settings, runtime: Runtime, policies: PolicySet) -> None:
         self.settings = settings
         self.runtime = runtime
         self.policies = policies
         self.controller = Controller(runtime.ctx, policies, on_change=self._on_change)
-        self.lock = LeaderLock(settings.state_dir / "canary.lock")
+        self.leadership = Leadership(
+            leader_lock_for(settings),
+            on_elected=self._on_elected,
+            on_lost=self._on_lost,
+            renew_interval=settings.leader_renew_interval,
+            retry_interval=min(1.0, settings.leader_renew_interval),
+        )
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=8)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
         self._stop = threading.Event()
-        self._acting = False
         self._server: uvicorn.Server | None = None
         self._server_thread: threading.Thread | None = None
         self.api_port: int | None = None
@@ -104,21 +74,12 @@ class Daemon:
         self.scheduler.start()
         self._start_api()
         self.runtime.outbox.start()
-        self._try_lead()
-        if not self._acting:
-            log.warning("daemon.standby", lock=str(self.lock.path))
-            self.scheduler.add_job(
-                self._try_lead, "interval", seconds=1.0, id="leader", replace_existing=True
-            )
+        if not self.leadership.start():
+            log.warning("daemon.standby", lock=self.leadership.lock.where)
 
-    def _try_lead(self) -> None:
-        if self._acting or not self.lock.try_acquire():
-            return
-        self._acting = True
+    def _on_elected(self, epoch: int) -> None:
         self.runtime.ctx.telemetry.leader.set(1)
-        with contextlib.suppress(JobLookupError):
-            self.scheduler.remove_job("leader")
-        log.info("daemon.leading", lock=str(self.lock.path), pid=os.getpid())
+        log.info("daemon.leading", lock=self.leadership.lock.where, epoch=epoch, pid=os.getpid())
         self.scheduler.add_job(
             self._poll,
             "interval",
@@ -127,7 +88,12 @@ class Daemon:
             next_run_time=_now(),
             replace_existing=True,
         )
-        for rollout in self.controller.active():
+        try:
+            active = self.controller.active()
+        except CanaryError as exc:  # the poll job schedules them once the store answers
+            log.warning("daemon.resume_failed", error=str(exc))
+            return
+        for rollout in active:
             log.info(
                 "rollout.resumed",
                 rollout=rollout.id,
@@ -136,6 +102,17 @@ class Daemon:
                 canary_weight=rollout.canary_weight,
             )
             self._schedule(rollout)
+
+    def _on_lost(self, epoch: int, reason: str) -> None:
+        """Stop acting: no poll, no tick job; a tick already running finishes (its writes are
+        fenced by the store's revisions). The leadership keeps trying to lead again."""
+        with contextlib.suppress(SchedulerNotRunningError):
+            for job in self.scheduler.get_jobs():
+                if job.id == POLL_JOB or job.id.startswith("tick:"):
+                    with contextlib.suppress(JobLookupError):
+                        job.remove()
+        self.runtime.ctx.telemetry.leader.set(0)
+        log.warning("daemon.lost_leadership", epoch=epoch, reason=reason, pid=os.getpid())
 
     def run(self) -> int:
         """Start, then block until SIGTERM/SIGINT; returns the exit status."""
@@ -156,15 +133,18 @@ class Daemon:
             self.scheduler.shutdown(wait=True)  # lets running ticks finish
             done.set()
 
+        self.leadership.retire()  # keeps renewing while the running ticks finish
         threading.Thread(target=shutdown, name="scheduler-shutdown", daemon=True).start()
-        if not done.wait(self.settings.shutdown_grace):
+        finished = done.wait(self.settings.shutdown_grace)
+        if not finished:
             log.warning("daemon.shutdown_timeout", grace=self.settings.shutdown_grace)
         if self._server is not None:
             self._server.should_exit = True
             if self._server_thread is not None:
                 self._server_thread.join(timeout=5)
         self.runtime.close()
-        self.lock.release()
+        # A tick still running past the grace keeps the lease until it lapses on its own.
+        self.leadership.stop(release=finished)
         self.runtime.ctx.telemetry.leader.set(0)
         log.info("daemon.stopped")
 
@@ -187,8 +167,12 @@ class Daemon:
     # --- jobs ----------------------------------------------------------------------------
 
     def _poll(self) -> None:
+        if not self.leadership.acting():
+            return
         try:
             for rollout in self.controller.poll_registry():
+                self._schedule(rollout)
+            for rollout in self.controller.active():  # any not yet scheduled (no-op if all are)
                 self._schedule(rollout)
             self.runtime.ctx.telemetry.count_phases(
                 [s.rollout for s in self.runtime.ctx.store.rollouts()]
@@ -204,23 +188,33 @@ class Daemon:
             with contextlib.suppress(JobLookupError):
                 self.scheduler.remove_job(job_id)
             return
-        if self.scheduler.get_job(job_id) is not None:
-            return
         interval = pinned_policy(rollout).analysis.interval
-        self.scheduler.add_job(
-            self.controller.tick,
-            "interval",
-            args=[rollout.id],
-            seconds=interval,
-            id=job_id,
-            next_run_time=_now(),
-            replace_existing=True,
-            misfire_grace_time=max(1, int(interval)),
-        )
+        with self.leadership.steady() as acting:
+            if not acting or self.scheduler.get_job(job_id) is not None:
+                return
+            self.scheduler.add_job(
+                self._tick,
+                "interval",
+                args=[rollout.id],
+                seconds=interval,
+                id=job_id,
+                next_run_time=_now(),
+                replace_existing=True,
+                misfire_grace_time=max(1, int(interval)),
+            )
+
+    def _tick(self, rollout_id: str) -> None:
+        """The tick job, guarded: a term that has run out starts no tick, even in the moment
+        before the leadership's watchdog has taken the jobs away (or after a long pause)."""
+        if not self.leadership.acting():
+            log.info("daemon.tick_refused", rollout=rollout_id, reason="not the leader")
+            return
+        term = self.leadership.term
+        log.debug("daemon.tick", rollout=rollout_id, epoch=term.epoch if term else None)
+        self.controller.tick(rollout_id)
 
     def _on_change(self, rollout: Rollout) -> None:
-        if self._acting:
-            self._schedule(rollout)
+        self._schedule(rollout)
 
     # --- HTTP ----------------------------------------------------------------------------
 
@@ -229,7 +223,7 @@ class Daemon:
             return False, "scheduler not running"
         if not self.policies.all():
             return False, "no policies loaded"
-        if not self._acting:
+        if not self.leadership.acting():
             return True, "standby: another controller holds the leader lock"
         return True, "ready"
 

@@ -28,6 +28,7 @@ def start_daemon(
         "CANARY_PROMETHEUS_URL": "http://127.0.0.1:9",
         "CANARY_API_PORT": str(port),
         "CANARY_API_TOKEN": "secret-token-value-123",
+        "CANARY_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/services/secret-webhook-path-456",
         "CANARY_LOG_FORMAT": "json",
         "CANARY_REGISTRY_POLL_INTERVAL": "1s",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
@@ -155,3 +156,4 @@ def test_secrets_never_reach_the_logs_or_the_api(tmp_path, policies):
     assert "daemon.starting" in logged
     for text in [logged, *texts]:
         assert "secret-token-value-123" not in text
+        assert "secret-webhook-path-456" not in text

@@ -104,3 +104,28 @@ def test_openapi_lists_the_commands(world):
     schema = client_for(world).get("/openapi.json").json()
     for command in ("pause", "resume", "promote", "abort"):
         assert f"/rollouts/{{rollout_id}}/{command}" in schema["paths"]
+
+
+def test_the_token_is_compared_in_constant_time(world, monkeypatch):
+    """Every token check goes through ``hmac.compare_digest`` (whose time does not depend on
+    where the first differing byte is), never through ``==``: a token that differs from the
+    right one only in its last byte is refused, and the comparison seen is the constant-time
+    one, with both tokens as bytes."""
+    import canary.service.api as api_module
+
+    seen: list[tuple[bytes, bytes]] = []
+    real = api_module.hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        seen.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(api_module.hmac, "compare_digest", recording)
+    rollout_id = world.start()
+    client = client_for(world)
+    almost = TOKEN[:-1] + ("0" if TOKEN[-1] != "0" else "1")
+    refused = client.post(
+        f"/rollouts/{rollout_id}/pause", headers={"Authorization": f"Bearer {almost}"}
+    )
+    assert refused.status_code == 401
+    assert seen == [(almost.encode(), TOKEN.encode())]

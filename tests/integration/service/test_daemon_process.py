@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import signal
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -141,6 +146,52 @@ def test_a_state_directory_that_cannot_be_used_is_a_clear_error(tmp_path, polici
     process.start()
     assert process.popen.wait(timeout=60) == 1
     assert "cannot use state directory" in process.log_path.read_text()
+
+
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """Makes ``directory`` refuse writes, also for root (who ignores permission bits): mode
+    0555 for a normal user, the immutable attribute (``chattr +i``) for root."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            directory.chmod(0o755)
+        return
+    if shutil.which("chattr") is None:
+        pytest.skip("root, and no chattr to make a directory read-only")
+    made = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"root, and this file system refuses chattr +i: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+
+
+def test_a_read_only_state_directory_is_a_clear_error(tmp_path, policies):
+    state = tmp_path / "state"
+    state.mkdir()
+    with read_only(state):
+        with pytest.raises(PermissionError):  # the directory really refuses writes
+            (state / "probe").write_text("x")
+        process = ManagedProcess(
+            "read-only-state",
+            [sys.executable, "-m", "canary.cli", "run", "--state-dir", str(state)],
+            tmp_path,
+            {
+                "CANARY_LOG_FORMAT": "json",
+                "CANARY_API_PORT": str(free_port()),
+                "CANARY_POLICIES": str(policies),
+            },
+        )
+        process.start()
+        assert process.popen.wait(timeout=60) == 1
+    output = process.log_path.read_text()
+    assert f"cannot use state directory {state}" in output
+    assert "Traceback" not in output
+    assert list(state.iterdir()) == []
 
 
 def test_secrets_never_reach_the_logs_or_the_api(tmp_path, policies):

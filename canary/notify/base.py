@@ -85,9 +85,15 @@ class Breach:
         if self.unit not in UNITS:
             raise ValueError(f"invalid unit {self.unit!r}: one of {', '.join(UNITS)}")
         lo, hi = self.interval
-        finite = [self.estimate, lo, hi, self.baseline, self.limit, self.threshold]
-        if any(v is not None and not math.isfinite(v) for v in finite):
-            raise ValueError(f"breach of {self.metric}: estimates and bounds must be finite")
+        # An estimate or a bound may be infinite: a rate ratio over a champion that has had no
+        # errors yet is unbounded above. It is shown as ∞; never NaN.
+        if any(math.isnan(v) for v in (self.estimate, lo, hi)):
+            raise ValueError(f"breach of {self.metric}: estimate and bounds must not be NaN")
+        fixed = [self.baseline, self.limit, self.threshold]
+        if any(v is not None and not math.isfinite(v) for v in fixed):
+            raise ValueError(
+                f"breach of {self.metric}: baseline, limit and threshold must be finite"
+            )
         if math.isnan(self.e_value) or self.e_value < 0:
             raise ValueError(f"breach of {self.metric}: e-value must be >= 0")
         if lo > hi:
@@ -257,8 +263,11 @@ class Notification:
 
 
 def json_number(value: float) -> float | str:
-    """An e-value can be infinite; JSON has no infinity, so it is written as ``"inf"``."""
-    return value if math.isfinite(value) else "inf"
+    """An e-value, estimate or bound can be infinite; JSON has no infinity, so it is written
+    as ``"inf"`` or ``"-inf"`` (which ``float()`` reads back)."""
+    if math.isfinite(value):
+        return value
+    return "inf" if value > 0 else "-inf"
 
 
 def _breach_dict(b: Breach) -> dict[str, Any]:
@@ -268,8 +277,8 @@ def _breach_dict(b: Breach) -> dict[str, Any]:
         "slice_by": b.slice_by,
         "e_value": json_number(b.e_value),
         "threshold": b.threshold,
-        "estimate": b.estimate,
-        "interval": [b.interval[0], b.interval[1]],
+        "estimate": json_number(b.estimate),
+        "interval": [json_number(b.interval[0]), json_number(b.interval[1])],
         "confidence": b.confidence,
         "baseline": b.baseline,
         "limit": b.limit,

@@ -82,7 +82,10 @@ _SECTION_MAX = 3000
 
 
 def format_value(value: float, unit: str) -> str:
-    """``0.021`` -> ``2.1%`` (fraction), ``0.25`` -> ``250 ms`` (seconds), else 3 digits."""
+    """``0.021`` -> ``2.1%`` (fraction), ``0.25`` -> ``250 ms`` (seconds), else 3 digits;
+    an unbounded end of an interval is ``∞``."""
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
     if unit == "fraction":
         percent = value * 100
         if percent == 0:
@@ -272,8 +275,8 @@ def webhook_payload(n: Notification) -> dict[str, Any]:
                 "metric": b.metric,
                 "slice_by": b.slice_by,
                 "slice": b.slice,
-                "estimate": b.estimate,
-                "interval": [b.interval[0], b.interval[1]],
+                "estimate": json_number(b.estimate),
+                "interval": [json_number(b.interval[0]), json_number(b.interval[1])],
                 "confidence": b.confidence,
                 "baseline": b.baseline,
                 "limit": b.limit,

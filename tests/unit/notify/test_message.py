@@ -8,7 +8,7 @@ import math
 import pytest
 
 from canary.core.policy import ALL_EVENTS
-from canary.notify.base import Breach, DatasetRef, Provenance
+from canary.notify.base import Breach, DatasetRef, Notification, Provenance
 from canary.notify.message import (
     EMOJI,
     SCHEMA_VERSION,
@@ -181,6 +181,19 @@ def test_the_webhook_document_is_strict_json_even_with_infinite_evidence() -> No
     document = json.loads(json.dumps(webhook_payload(n), allow_nan=False))
     assert document["breaches"][0]["e_value"] == "inf"
     assert "e-value ∞" in document["breaches"][0]["description"]
+
+
+def test_an_unbounded_interval_is_shown_and_sent_as_infinite() -> None:
+    """A rate ratio over a champion with no errors yet has no upper bound: the rollback
+    message must still go out, and name it."""
+    breach = Breach("errors", 40.0, math.inf, (3.5, math.inf), unit="number")
+    n = rollback(breaches=(breach,))
+    assert "interval [3.5, ∞]" in describe_breach(breach)
+    document = json.loads(json.dumps(webhook_payload(n), allow_nan=False))
+    assert document["breaches"][0]["estimate"] == "inf"
+    assert document["breaches"][0]["interval"] == [3.5, "inf"]
+    stored = json.loads(json.dumps(n.to_dict(), allow_nan=False))  # as the outbox keeps it
+    assert Notification.from_dict(stored).breaches[0].interval == (3.5, math.inf)
 
 
 def test_an_announcement_without_evidence_has_empty_lists_and_nulls() -> None:

@@ -5,16 +5,21 @@ ratio metric with three slices, one histogram with 11 finite buckets, one fairne
 three groups). The files are simulated one-hour rollouts (240 ticks of 15 s at 100 requests/s,
 a 5% canary share, nothing wrong: every tick is analysed, none stops early at a rollback).
 
-Measured three ways, best of ``--repeat`` runs each, CPU time of this process:
+Measured these ways, best of ``--repeat`` runs each, CPU time of this process:
 
-- ``json only``: decoding every file's lines (one ``json.loads`` per file, as the reader
-  does), the floor any reader of the format pays;
+- ``json.loads only``: decoding every file's lines into dicts (one ``json.loads`` per file),
+  the floor of the strict reader;
+- ``compiled reader, counts only``: ``fast_replay.read_table`` on every file (typed decoding
+  and the counts into one array), the floor of the compiled reader;
+- ``replay, strict reader``: ``strict_replay_lines`` (dicts, then counts read per tick), the
+  reader every file took before the compiled one, and still the one for files it declines;
 - ``replay``: ``replay_file`` on every file (what the command runs per file);
 - ``replay --ticks``: the same with one result object per tick;
 
 and once as a subprocess, ``canary replay --policy P DIR`` with its output to /dev/null (its
-CPU time, start-up included). Prints a Markdown table and writes it to
-``benchmarks/results/replay_speed.md``.
+CPU time, start-up included). Before timing, every file's output (with ``--ticks``) is
+compared as JSON text between the two readers: the benchmark fails if one number differs.
+Prints a Markdown table and writes it to ``benchmarks/results/replay_speed.md``.
 
     python -m benchmarks.replay_speed                # 100 files x 240 ticks
     python -m benchmarks.replay_speed --files 20     # quicker
@@ -36,7 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from canary.analysis.replay import replay_file
+from canary.analysis.analyzer import Analyzer
+from canary.analysis.fast_replay import read_table
+from canary.analysis.replay import replay_file, strict_replay_lines
 from canary.core.policy import Policy, parse_policy
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -171,14 +178,33 @@ def main(argv: list[str] | None = None) -> int:
         line_bytes = sum(len(line) for t in texts for line in t) / total_ticks
 
         verdicts = [replay_file(policy, p)["verdict"] for p in files]  # also warms caches
+        for path, lines_of_file in zip(files, texts, strict=True):
+            compiled = json.dumps(replay_file(policy, path, ticks=True))
+            strict = json.dumps(strict_replay_lines(policy, lines_of_file, str(path), ticks=True))
+            if compiled != strict:
+                raise SystemExit(f"{path.name}: the two readers disagree")
         rows = []
 
         def decode_files() -> None:
             for lines_of_file in texts:  # one file at a time, as the replay reads them
                 json.loads("[" + ",".join(lines_of_file) + "]")
 
+        def read_files() -> None:
+            for path in files:
+                if read_table(Analyzer(policy), path.read_text().splitlines()) is None:
+                    raise SystemExit(f"{path.name}: the compiled reader declined it")
+
         json_cpu = best_cpu(decode_files, args.repeat)
-        rows.append(("json only (floor)", json_cpu))
+        rows.append(("json.loads only (the strict reader's floor)", json_cpu))
+        read_cpu = best_cpu(read_files, args.repeat)
+        rows.append(("compiled reader, counts only (its floor)", read_cpu))
+        strict_cpu = best_cpu(
+            lambda: [
+                strict_replay_lines(policy, p.read_text().splitlines(), str(p)) for p in files
+            ],
+            args.repeat,
+        )
+        rows.append(("replay, strict reader", strict_cpu))
         replay_cpu = best_cpu(lambda: [replay_file(policy, p) for p in files], args.repeat)
         rows.append(("replay", replay_cpu))
         ticks_cpu = best_cpu(
@@ -220,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     verdict_counts = {v: verdicts.count(v) for v in sorted(set(verdicts))}
     lines += [
         "",
-        f"replay / json only: {replay_cpu / json_cpu:.2f} (decoding the JSON is the floor of "
-        "any reader of the format; the rest is reading counts and the statistics).",
+        f"replay / compiled reader's counts only: {replay_cpu / read_cpu:.2f}; strict reader / "
+        f"replay: {strict_cpu / replay_cpu:.2f}. Outputs of the two readers (with `--ticks`) "
+        f"compared as JSON text before timing: identical for all {args.files} files.",
         f"Verdicts (nothing is wrong in these rollouts): {verdict_counts}. "
         "Target: replay >= 20,000 ticks/s.",
         "",

@@ -2,10 +2,12 @@
 
 Why incremental and deterministic. The daemon feeds one snapshot per tick and must, after a
 crash, rebuild exactly the same evidence by feeding the stored snapshots again; the replay
-command feeds a whole recorded rollout at once. Both go through ``update_many``: a block of
+command feeds a whole recorded rollout at once. Both go through ``decide``: a block of
 snapshots is checked and evaluated as arrays, the first tick that rolls back (if any) is
-found, and the state is kept as it was at that tick. Floating-point sums are accumulated in
-the same order whatever the block size, so one-by-one and all-at-once give identical numbers.
+found, and the state is kept as it was at that tick (the replay's compiled reader,
+``canary.analysis.fast_replay``, hands ``decide`` rows it read itself). Floating-point sums
+are accumulated in the same order whatever the block size, so one-by-one and all-at-once
+give identical numbers.
 
 The rollback rule is the weighted average of every metric's e-process against 1/alpha; the
 breaches named are the tests past their own weighted Bonferroni threshold (see
@@ -25,7 +27,14 @@ import numpy as np
 from canary.analysis.fairness_check import FairnessAnalysis
 from canary.analysis.histogram_metric import HistogramAnalysis
 from canary.analysis.jsonform import JsonSnapshot
-from canary.analysis.metric_base import INVALID, MISSING, OK, WAITING, MetricAnalysis
+from canary.analysis.metric_base import (
+    INVALID,
+    MISSING,
+    OK,
+    WAITING,
+    MetricAnalysis,
+    Prepared,
+)
 from canary.analysis.ratio_metric import RatioAnalysis
 from canary.analysis.snapshot import Snapshot
 from canary.core.policy import Analysis, HistogramMetric, Policy, RatioMetric
@@ -217,8 +226,23 @@ class Analyzer:
     ) -> tuple[list[TickResult], tuple[int, str] | None]:
         """Evaluate a block; results for every tick (``full``) or only the last one, and the
         first (tick index, problem) of a metric that was missing or invalid."""
-        k_total = len(block)
         prepared = [m.prepare(block) for m in self.metrics]
+        return self.decide(
+            prepared, [snap.t for snap in block], [snap.canary_weight for snap in block], full
+        )
+
+    def decide(
+        self,
+        prepared: Sequence[Prepared],
+        times: Sequence[float],
+        weights: Sequence[float],
+        full: bool,
+    ) -> tuple[list[TickResult], tuple[int, str] | None]:
+        """Evaluate a block whose rows every metric has prepared (``MetricAnalysis.prepare``,
+        or ``prepare_rows`` for rows read some other way), with the ticks' ``times`` and
+        canary ``weights``; what ``_block`` returns. The one place evidence becomes a decision,
+        whichever way the counts were read."""
+        k_total = len(times)
         evaluations = [m.evaluate(p) for m, p in zip(self.metrics, prepared, strict=True)]
         per_metric = np.stack([e.log_e for e in evaluations], axis=1)  # (K, M)
         combined = log_average(per_metric, self.shares)
@@ -237,7 +261,7 @@ class Analyzer:
                         first_problem = (k, prep.problems[k] or status)
                     break
 
-        times = np.array([snap.t for snap in block[:end]])
+        times_now = np.array(times[:end])
         canary_now: list[list[float]] = []
         idle: list[list[float]] = []
         for index, (metric, prep) in enumerate(zip(self.metrics, prepared, strict=True)):
@@ -248,9 +272,9 @@ class Analyzer:
                 values
                 > np.maximum.accumulate(np.concatenate([[self._last_canary[index]], values]))[:-1]
             )
-            last_t = np.where(grew, times, -np.inf)
+            last_t = np.where(grew, times_now, -np.inf)
             last_t = np.maximum.accumulate(np.concatenate([[self._last_new_data[index]], last_t]))
-            idle.append((times - last_t[1:]).tolist())
+            idle.append((times_now - last_t[1:]).tolist())
             self._last_new_data[index] = float(last_t[-1])
             self._last_canary[index] = max(self._last_canary[index], float(values.max()))
             canary_now.append(values.tolist())
@@ -264,7 +288,6 @@ class Analyzer:
         self.ticks += end
         results: list[TickResult] = []
         for k in range(0 if full else end - 1, end):
-            snap = block[k]
             statuses: dict[str, MetricStatus] = {}
             all_enough = True
             for i in range(n_metrics):
@@ -283,8 +306,8 @@ class Analyzer:
             results.append(
                 TickResult(
                     first_tick + k,
-                    snap.t,
-                    snap.canary_weight,
+                    times[k],
+                    weights[k],
                     e_total[k],
                     is_rollback,
                     self._breaches(evaluations, k) if is_rollback else (),

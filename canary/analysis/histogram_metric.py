@@ -96,6 +96,14 @@ class HistogramAnalysis(MetricAnalysis):
                     bounds = these
                 elif these != bounds:
                     raise StructuralError("arms or slices use different bucket bounds")
+                # Checked here too: a sample that sets no layout yet (no baseline requests)
+                # is never checked by the row rules, and must not hide a broken count.
+                for count in buckets.counts:
+                    if not (count >= 0 and math.isfinite(count)):
+                        arm_name = ("baseline", "canary")[arm_index]
+                        raise StructuralError(
+                            f"{arm_name} bucket count {count!r} is negative or not finite"
+                        )
                 if arm_index == 0:
                     baseline_total += buckets.counts[-1]
         if bounds is None or baseline_total <= 0 or not bounds:

@@ -120,7 +120,10 @@ class BucketReader:
         if len(raw) != len(counts):
             raise FormatError(f"{what} must be a list of [le, count] pairs")
         key = (raw, tuple(map(type, raw)))  # 1 == 1.0 == True: equal is not enough
-        bounds = self._bounds.get(key)
+        try:
+            bounds = self._bounds.get(key)
+        except TypeError:  # a bound that is a list or an object: no cache, parse_bounds says
+            bounds = None
         if bounds is None:
             bounds = parse_bounds(raw, what)
             if len(self._bounds) < 64:

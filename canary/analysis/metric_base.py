@@ -250,6 +250,53 @@ class MetricAnalysis(ABC):
             start = setup_row + 1
         return Prepared(rows, status, problems, start, setup_row, layout)
 
+    def prepare_rows(
+        self, rows: FloatArray, layout: Any, layout_at: Callable[[int], Any]
+    ) -> Prepared | None:
+        """``prepare`` for a block read by another reader (``canary.analysis.fast_replay``).
+
+        ``rows`` (K, F) hold every tick's cumulative counts in the column order of
+        ``layout``, the layout every tick with data would set up; ``layout_at(k)`` is the
+        layout tick ``k`` itself gives (``_layout_from``: None while it has no data), asked
+        only until the metric is set up, exactly as ``prepare`` asks. None when the block is
+        not clean (a tick invalid, or a layout other than ``layout``): the caller then takes
+        ``prepare``, whose messages name what is wrong.
+        """
+        k_total = rows.shape[0]
+        status: list[str] = []
+        setup_row: int | None = None
+        if self.layout is None:
+            for k in range(k_total):
+                found = layout_at(k)
+                if found is None:
+                    status.append(WAITING)
+                    continue
+                if found != layout:
+                    return None
+                setup_row = k
+                break
+            if setup_row is None:
+                empty = np.zeros((k_total, 0))
+                return Prepared(empty, status, [None] * k_total, k_total, None, None)
+        elif self.layout != layout:
+            return None
+        status += [OK] * (k_total - len(status))
+        rules, _ = self._rules_of(layout)
+        first = 0 if setup_row is None else setup_row
+        previous = self.last
+        if setup_row is not None or previous is None:
+            previous = np.zeros(len(rules.columns))
+        _, found_problems = check_rows(rows[first:], previous, rules)
+        if found_problems.count(None) != k_total - first:
+            return None
+        if first:
+            rows = rows.copy()
+            rows[:first] = previous
+        start = first
+        if setup_row is not None and self.evidence_after_setup:
+            start = setup_row + 1
+        return Prepared(rows, status, [None] * k_total, start, setup_row, layout)
+
     def _read_rows(
         self,
         block: Sequence[Snapshot | JsonSnapshot],

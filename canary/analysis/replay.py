@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from canary.analysis.analyzer import INVALID, MISSING, Analyzer, TickResult
+from canary.analysis.fast_replay import fast_run
 from canary.analysis.jsonform import FormatError, JsonSnapshot, number, parse_metric
 from canary.analysis.snapshot import MetricCounts, Snapshot
 from canary.core.policy import HistogramMetric, Policy
@@ -129,6 +130,20 @@ def replay_lines(
     With ``ticks`` the object also has ``ticks``: one object per tick analysed.
     Raises ReplayError (``source:line: what``) for a malformed file.
     """
+    lines = list(lines)
+    fast = fast_run(policy, lines, full=ticks)
+    if fast is not None:
+        return _file_json(source, fast.last, fast.results)
+    return strict_replay_lines(policy, lines, source, ticks)
+
+
+def strict_replay_lines(
+    policy: Policy, lines: Iterable[str], source: str, ticks: bool = False
+) -> dict[str, Any]:
+    """``replay_lines`` through the strict reader alone: every line decoded into dicts and
+    checked as the daemon's snapshots are. The reference the compiled reader
+    (``canary.analysis.fast_replay``) is tested against, and the reader of any file that
+    one declines (its errors name the file and line)."""
     reader = LineReader(policy)
     numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     decoded = _decode_all([line for _, line in numbered])
@@ -168,6 +183,11 @@ def replay_lines(
         final, problem = summary.last, summary.problem
     if problem is not None:
         raise ReplayError(f"{source}:{line_numbers[problem[0]]}: {problem[1]}")
+    return _file_json(source, final, results if ticks else None)
+
+
+def _file_json(source: str, final: TickResult, results: list[TickResult] | None) -> dict[str, Any]:
+    """The per-file object (with ``ticks`` when every result is given)."""
     verdict = "rollback" if final.rollback else ("pass" if final.enough else "inconclusive")
     out: dict[str, Any] = {
         "file": source,
@@ -186,7 +206,7 @@ def replay_lines(
             for b in final.breaches
         ],
     }
-    if ticks:
+    if results is not None:
         out["ticks"] = [_tick_json(source, r) for r in results]
     return out
 

@@ -311,6 +311,11 @@ class Serving(StrictModel):
         _check_template(value, _PLACEHOLDERS)
         if ":" not in value:
             raise ValueError(f"address {value!r} must be host:port")
+        # The text around the placeholders is fixed: filled with plain sample values it must
+        # already be host:port, or a space, ';' or path in it would only be refused when the
+        # first version is started, with a rollout already under way.
+        if not _HOST_PORT.fullmatch(value.format(model="model", version="1", port="18000")):
+            raise ValueError(f"address {value!r} must be host:port with a host name or IP address")
         return value
 
     @field_validator("start")

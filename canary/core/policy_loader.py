@@ -90,7 +90,7 @@ def format_errors(exc: ValidationError, doc: LocatedDocument, source: str) -> li
                 path = (*path, field)
         is_key = kind == "extra_forbidden" or "[key]" in error["loc"]
         pos = doc.position(path, key=is_key)
-        shown = ".".join(str(p) for p in (*path, *missing)) or "(policy)"
+        shown = ".".join(_printable(p) for p in (*path, *missing)) or "(policy)"
         message = _message(error, path, missing)
         lines.append(
             (pos.line, pos.column, f"{source}:{pos.line}:{pos.column}: {shown}: {message}")
@@ -131,7 +131,7 @@ def _message(error: Any, path: tuple[Any, ...], missing: list[Any]) -> str:
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
         hint = f"; did you mean `{close[0]}`?" if close else ""
         options = f" (known: {', '.join(sorted(known))})" if known and not close else ""
-        return f"unknown field `{key}`{hint}{options}"
+        return f"unknown field `{_printable(key)}`{hint}{options}"
     if kind == "missing":
         return "required field is missing"
     if kind == "union_tag_invalid":
@@ -147,6 +147,13 @@ def _message(error: Any, path: tuple[Any, ...], missing: list[Any]) -> str:
         field = str(error.get("ctx", {}).get("discriminator", "type")).strip("'")
         return f"required field `{field}` is missing (it says which kind this is)"
     return msg
+
+
+def _printable(part: Any) -> str:
+    """A path part as printed: as written when it is a plain name, repr-escaped otherwise, so
+    a key holding a newline or a control character cannot break the one-line format."""
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
 def _known_fields(path: tuple[Any, ...]) -> set[str]:

@@ -65,13 +65,31 @@ def load_located(text: str) -> LocatedDocument:
         position = Position(mark.line + 1, mark.column + 1) if mark else Position(1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         raise YAMLLocatedError(f"YAML syntax error: {problem}", position) from None
+    except yaml.reader.ReaderError as exc:
+        # A character YAML forbids (control characters, U+FFFE...): PyYAML's own message is
+        # several lines and has no line number, so say which character and where.
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "?")
+        raise YAMLLocatedError(
+            f"YAML error: character {chr(code)!r} (U+{code:04X}) is not allowed in YAML",
+            _offset_position(text, exc.position),
+        ) from None
     except yaml.YAMLError as exc:
-        raise YAMLLocatedError(f"YAML error: {exc}", Position(1, 1)) from None
+        # One line, whatever PyYAML put in its message: problems are printed one per line.
+        raise YAMLLocatedError(
+            f"YAML error: {' '.join(str(exc).split())}", Position(1, 1)
+        ) from None
     doc = LocatedDocument(value=None)
     if node is None:
         return doc
     doc.value = _build(node, (), doc)
     return doc
+
+
+def _offset_position(text: str, offset: int) -> Position:
+    """The 1-based line and column of a character offset into ``text``."""
+    before = text[: max(0, offset)]
+    line_start = max(before.rfind("\n"), before.rfind("\r")) + 1
+    return Position(before.count("\n") + 1, offset - line_start + 1)
 
 
 def _mark(node: yaml.Node) -> Position:

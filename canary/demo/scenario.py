@@ -16,9 +16,7 @@ is stopped on the way out (``Demo.close``), including the model servers the daem
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +55,7 @@ from canary.demo.timeline import (
 )
 from canary.demo.traffic import LiveTraffic
 from canary.serving.base import render, template_values
+from canary.serving.process import stop_recorded_servers
 
 MODEL = "credit-risk"
 DEFAULT_API_PORT = 8181
@@ -467,18 +466,9 @@ class Demo:
 
 
 def _stop_daemon_servers(folder: Path) -> None:
-    """Stop model servers the daemon started and left running (it stops them itself on a
-    clean exit; this covers one that was killed). Only processes that are our scoring
-    server, by the pid in the daemon's state file, are signalled."""
-    import json
-
-    for state in sorted(folder.glob("*.json")):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            pid = int(json.loads(state.read_text())["pid"])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            if b"canary.demo.scoring_server" in cmdline:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGTERM)
+    """Stop the scoring servers the daemon started: it leaves them running when it exits
+    (one of them is the champion by then), as a controller in production must."""
+    stop_recorded_servers(folder, command_contains=b"canary.demo.scoring_server")
 
 
 def run_scenario(

@@ -20,8 +20,10 @@ defaults map ``CANARY_SLACK_WEBHOOK_URL`` to the settings' Slack URL when it is 
 
 Because entries live in the store, a restarted daemon resumes the pending ones, and since the
 store refuses a dedupe key it already has, an event is never announced twice on a channel.
-Delivery is at least once: a crash after Slack answered but before ``mark_sent`` sends that
-one again (webhook receivers get an ``Idempotency-Key`` to drop it).
+Delivery is at least once: a crash after Slack answered but before ``mark_sent`` (a window
+of a few milliseconds) sends that one again once its claim lapses (webhook receivers get an
+``Idempotency-Key`` to drop it; Slack's incoming webhooks take none). The other choice, at
+most once, could lose a rollback alert, which is worse than a repeated one.
 """
 
 from __future__ import annotations
@@ -109,14 +111,16 @@ class Outbox:
         max_attempts: int = 8,
         base_delay: float = 2.0,
         max_delay: float = 300.0,
-        lease: float = 120.0,
-        batch: int = 20,
+        lease: float = 30.0,
+        batch: int = 4,
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        """``lease`` must exceed a sender's longest attempt (its timeout): an entry whose
-        worker died is retried after it. Defaults: 8 attempts 2 s to 5 min apart, about
+        """``lease`` must exceed the time to try one claimed ``batch`` (``batch`` times a
+        sender's timeout: 4 × 5 s) or a slow worker's entries could be claimed again; it is
+        also how late a message can be when the controller died holding it, so it is kept
+        short (30 s) and the batch small. Defaults: 8 attempts 2 s to 5 min apart, about
         8 minutes in all, enough to ride out a Slack incident without resending for hours."""
         if max_attempts < 1 or base_delay <= 0 or max_delay < base_delay or lease <= 0:
             raise ValueError("outbox: need max_attempts >= 1 and 0 < base_delay <= max_delay")

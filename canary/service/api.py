@@ -44,6 +44,8 @@ class RolloutSummary(BaseModel):
     updated_at: float
     e_value: float | str | None = None
     threshold: float | None = None
+    # The proxy's latest refusal while it does not hold the stored weights (None: it does).
+    router_error: str | None = None
 
 
 class WeightPoint(BaseModel):
@@ -98,6 +100,7 @@ def summary(stored: StoredRollout) -> RolloutSummary:
         updated_at=rollout.updated_at,
         e_value=last.get("e_value"),
         threshold=1.0 / alpha if alpha else None,
+        router_error=rollout.detail.get("router_error"),
     )
 
 
@@ -181,13 +184,14 @@ def create_app(
         """The process is up and serving HTTP."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["probes"])
+    # Plain-text routes say so (response_class): the OpenAPI document must not promise JSON.
+    @app.get("/readyz", tags=["probes"], response_class=PlainTextResponse)
     def readyz() -> PlainTextResponse:
         """Ready to act: policies loaded, store open, scheduler running."""
         ok, why = ready()
         return PlainTextResponse(why, status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["probes"])
+    @app.get("/metrics", tags=["probes"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         """The controller's own metrics, for Prometheus."""
         return PlainTextResponse(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -35,6 +35,10 @@ log = get_logger(__name__)
 
 Command = Literal["pause", "resume", "promote", "abort"]
 
+# Model-name characters kept in a rollout id: with "-v" + 10 digits + "-" + 6 hex it stays
+# within the 128 characters of a label value.
+MAX_ID_MODEL_CHARS = 100
+
 # What each command does from each phase.
 COMMANDS: dict[Command, dict[Phase, Phase]] = {
     "pause": {Phase.PROGRESSING: Phase.PAUSED},
@@ -120,11 +124,18 @@ class Controller:
     def poll_registry(self) -> list[Rollout]:
         """Start a rollout for each model that has an admitted version and none running.
 
-        Also writes registry outcomes that could not be written when a rollout ended.
+        Writes the registry outcomes that could not be written when a rollout ended first,
+        and looks for no new version of a model whose outcome is still unwritten: until
+        its ``canary.status`` tag says how the rollout ended, the registry still offers that
+        version as a candidate, and it would be rolled out a second time.
         """
         started: list[Rollout] = []
+        pending = self.flush_registry_outcomes()
         for loaded in self.policies.all():
             policy = loaded.policy
+            if policy.model in pending:
+                log.info("registry.poll_deferred", model=policy.model, reason="outcome pending")
+                continue
             try:
                 if self.ctx.store.active_for(policy.model) is not None:
                     continue
@@ -148,7 +159,6 @@ class Controller:
             )
             if rollout is not None:
                 started.append(rollout)
-        self.flush_registry_outcomes()
         return started
 
     def _new_rollout(
@@ -156,7 +166,10 @@ class Controller:
     ) -> Rollout:
         version = candidate.version
         now = self.ctx.clock()
-        rollout_id = f"{version.model}-v{version.version}-{secrets.token_hex(3)}"
+        # The id is written to registry tags and checked as a label value (at most 128
+        # characters); a model name alone may be 128 characters, so only its start is used.
+        prefix = version.model[:MAX_ID_MODEL_CHARS]
+        rollout_id = f"{prefix}-v{version.version}-{secrets.token_hex(3)}"
         datasets = [
             {"name": d.name, "digest": d.digest, "context": d.context} for d in candidate.datasets
         ]
@@ -228,8 +241,10 @@ class Controller:
         stored = commit(self.ctx, stored, Phase.GATING, reason="checking the offline gate")
         commit(self.ctx, stored, Phase.REJECTED, reason=reason)
 
-    def flush_registry_outcomes(self) -> None:
-        """Write the registry tags of rollouts that ended while the registry was down."""
+    def flush_registry_outcomes(self) -> set[str]:
+        """Write the registry tags of rollouts that ended while the registry was down;
+        returns the models that still have an outcome to write."""
+        pending: set[str] = set()
         for stored in self.ctx.store.rollouts(active=False):
             rollout = stored.rollout
             if not rollout.detail.get("registry_pending"):
@@ -244,13 +259,16 @@ class Controller:
                     Outcome(status, reason=rollout.reason, rollout_id=rollout.id),
                 )
             except BackendError as exc:
+                self.ctx.telemetry.error("registry")
                 log.warning("registry.still_pending", rollout=rollout.id, error=str(exc))
+                pending.add(rollout.model)
                 continue
             with self._lock(rollout.id):
                 fresh = self.ctx.store.get(rollout.id)
                 if fresh is not None:
                     save_detail(self.ctx, fresh, registry_pending=False)
             log.info("registry.outcome_written", rollout=rollout.id, status=status.value)
+        return pending
 
     # --- operators' commands -------------------------------------------------------------
 

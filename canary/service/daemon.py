@@ -64,6 +64,12 @@ class Daemon:
             timezone="UTC",
         )
         self._stop = threading.Event()
+        # apscheduler's shutdown(wait=True) holds its job-store lock while it waits for the
+        # running jobs, so a tick that adds or looks up a job then would wait for that lock
+        # forever, and the shutdown for the tick. Jobs are only touched under this lock,
+        # and not at all once stop() has begun.
+        self._jobs_lock = threading.Lock()
+        self._stopping = False
         self._server: uvicorn.Server | None = None
         self._server_thread: threading.Thread | None = None
         self.api_port: int | None = None
@@ -80,14 +86,17 @@ class Daemon:
     def _on_elected(self, epoch: int) -> None:
         self.runtime.ctx.telemetry.leader.set(1)
         log.info("daemon.leading", lock=self.leadership.lock.where, epoch=epoch, pid=os.getpid())
-        self.scheduler.add_job(
-            self._poll,
-            "interval",
-            seconds=self.settings.registry_poll_interval,
-            id=POLL_JOB,
-            next_run_time=_now(),
-            replace_existing=True,
-        )
+        with self._jobs_lock:
+            if self._stopping:
+                return
+            self.scheduler.add_job(
+                self._poll,
+                "interval",
+                seconds=self.settings.registry_poll_interval,
+                id=POLL_JOB,
+                next_run_time=_now(),
+                replace_existing=True,
+            )
         try:
             active = self.controller.active()
         except CanaryError as exc:  # the poll job schedules them once the store answers
@@ -106,8 +115,8 @@ class Daemon:
     def _on_lost(self, epoch: int, reason: str) -> None:
         """Stop acting: no poll, no tick job; a tick already running finishes (its writes are
         fenced by the store's revisions). The leadership keeps trying to lead again."""
-        with contextlib.suppress(SchedulerNotRunningError):
-            for job in self.scheduler.get_jobs():
+        with self._jobs_lock, contextlib.suppress(SchedulerNotRunningError):
+            for job in [] if self._stopping else self.scheduler.get_jobs():
                 if job.id == POLL_JOB or job.id.startswith("tick:"):
                     with contextlib.suppress(JobLookupError):
                         job.remove()
@@ -127,6 +136,8 @@ class Daemon:
 
     def stop(self) -> None:
         log.info("daemon.stopping", grace=self.settings.shutdown_grace)
+        with self._jobs_lock:  # waits for a tick that is adding a job; none will after
+            self._stopping = True
         done = threading.Event()
 
         def shutdown() -> None:
@@ -185,12 +196,14 @@ class Daemon:
     def _schedule(self, rollout: Rollout) -> None:
         job_id = f"tick:{rollout.id}"
         if rollout.phase.terminal:
-            with contextlib.suppress(JobLookupError):
-                self.scheduler.remove_job(job_id)
+            with self._jobs_lock, contextlib.suppress(JobLookupError):
+                if not self._stopping:
+                    self.scheduler.remove_job(job_id)
             return
         interval = pinned_policy(rollout).analysis.interval
-        with self.leadership.steady() as acting:
-            if not acting or self.scheduler.get_job(job_id) is not None:
+        # Lock order: the leadership's, then the jobs' (_on_lost runs under the former).
+        with self.leadership.steady() as acting, self._jobs_lock:
+            if not acting or self._stopping or self.scheduler.get_job(job_id) is not None:
                 return
             self.scheduler.add_job(
                 self._tick,

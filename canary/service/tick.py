@@ -31,6 +31,7 @@ from canary.notify.base import Breach as NoticeBreach
 from canary.notify.base import DatasetRef, Notification, Provenance, channels_for
 from canary.notify.outbox import Outbox
 from canary.registry.base import Outcome, Registry, VersionStatus
+from canary.registry.gate import evaluate_gate
 from canary.service.evidence import EvidenceCache
 from canary.service.telemetry import Telemetry
 from canary.serving.base import ModelServing
@@ -185,6 +186,33 @@ def _provenance(rollout: Rollout) -> Provenance | None:
 # --- the phases --------------------------------------------------------------------------
 
 
+def _gating(ctx: TickContext, stored: StoredRollout, policy: Policy) -> StoredRollout | None:
+    """Finish what a daemon killed while creating the rollout left undone: decide the gate.
+
+    The controller saves a new rollout as pending, then moves it to gating and on to starting
+    (or rejected) in separate writes; a SIGKILL between them leaves it in a phase no tick would
+    ever move, and no other rollout of the model starts while it is active. The gate is a pure
+    function of the candidate's offline metrics (stored with the rollout) and the champion's,
+    so running it again reaches the decision the killed daemon had reached.
+    """
+    rollout = stored.rollout
+    if rollout.phase is Phase.PENDING:
+        stored = commit(ctx, stored, Phase.GATING, reason="checking the offline gate")
+    try:
+        champion = (
+            ctx.registry.details(rollout.model, rollout.champion_version).metrics
+            if rollout.champion_version is not None
+            else None
+        )
+    except RegistryError as exc:
+        log.warning("rollout.gate_pending", rollout=rollout.id, error=str(exc))
+        return stored
+    gate = evaluate_gate(policy.offline_gate, rollout.detail.get("offline_metrics", {}), champion)
+    return commit(
+        ctx, stored, Phase.STARTING if gate.passed else Phase.REJECTED, reason=gate.reason
+    )
+
+
 def _starting(ctx: TickContext, stored: StoredRollout, policy: Policy) -> StoredRollout | None:
     """Serve the candidate, put it behind the proxy at 0 %, then open the first step."""
     rollout = stored.rollout
@@ -211,15 +239,19 @@ def _starting(ctx: TickContext, stored: StoredRollout, policy: Policy) -> Stored
         note={"address": str(backend.address)},
         merge_detail={"step_canary_start": 0.0, "backend_failures": 0},
     )
-    _reconcile_weights(ctx, following, policy)
-    return following
+    return _reconcile_weights(ctx, following, policy)
 
 
 def _progressing(ctx: TickContext, stored: StoredRollout, policy: Policy) -> StoredRollout | None:
     """Keep the proxy at the stored weight, read metrics, analyse, and move if warranted."""
+    lagging = stored.rollout.detail.get("router_error") is not None
+    stored = _reconcile_weights(ctx, stored, policy)
     rollout = stored.rollout
-    _reconcile_weights(ctx, stored, policy)
+    router_error = rollout.detail.get("router_error")
     evidence = ctx.evidence.get(rollout.id, policy)
+    if lagging and router_error is None:
+        stored = _restart_step(ctx, stored, evidence.last)
+        rollout = stored.rollout
     if evidence.last is not None and evidence.last.rollback:
         # A stored measurement already decided (the daemon stopped before acting on it).
         return _roll_back(ctx, stored, evidence.last, policy)
@@ -278,6 +310,10 @@ def _progressing(ctx: TickContext, stored: StoredRollout, policy: Policy) -> Sto
     evidence.source_state = measured.state
     evidence.last = result
     decision, reasons, step_change = _decide(policy, rollout, result, now)
+    if router_error is not None and decision in ("advance", "promote"):
+        # Never pass a step whose weights the proxy does not hold: its exposure never happened.
+        decision, step_change = "hold", None
+        reasons = [f"the proxy does not hold {rollout.canary_weight:g}% yet: {router_error}"]
     outcome = MeasurementOutcome.OK if result.canary_total > 0 else MeasurementOutcome.NO_DATA
     ctx.store.add_measurement(
         Measurement(
@@ -314,8 +350,7 @@ def _progressing(ctx: TickContext, stored: StoredRollout, policy: Policy) -> Sto
             step_started_at=now,
             merge_detail={"step_canary_start": result.canary_total, "last": result_json(result)},
         )
-        _reconcile_weights(ctx, following, policy)
-        return following
+        return _reconcile_weights(ctx, following, policy)
     if decision == "promote":
         return commit(
             ctx,
@@ -325,6 +360,24 @@ def _progressing(ctx: TickContext, stored: StoredRollout, policy: Policy) -> Sto
             merge_detail={"last": result_json(result)},
         )
     return save_detail(ctx, stored, last=result_json(result))
+
+
+def _restart_step(
+    ctx: TickContext, stored: StoredRollout, last: TickResult | None
+) -> StoredRollout:
+    """The proxy has only now taken the step's weights: the step starts now, so it lasts its
+    min_duration (and min_requests) at the share it is meant to test."""
+    now = ctx.clock()
+    rollout = stored.rollout
+    served = last.canary_total if last is not None else rollout.detail.get("step_canary_start")
+    updated = rollout.replace(
+        step_started_at=now,
+        updated_at=now,
+        detail={**rollout.detail, "step_canary_start": served or 0.0},
+    )
+    revision = ctx.store.save(updated, expected_revision=stored.revision)
+    log.info("rollout.step_restarted", rollout=rollout.id, step=rollout.step)
+    return StoredRollout(updated, revision)
 
 
 def _decide(
@@ -380,7 +433,7 @@ def _decide(
 def _roll_back(
     ctx: TickContext, stored: StoredRollout, result: TickResult, policy: Policy
 ) -> StoredRollout:
-    breaches = tuple(_notice_breach(policy, b) for b in result.breaches)
+    breaches = _notice_breaches(policy, [breach_json(b) for b in result.breaches])
     reason = "; ".join(breach_text(b) for b in result.breaches) or "evidence of harm"
     found = [breach_json(b) for b in result.breaches]
     following = commit(
@@ -408,9 +461,7 @@ def _end(
 def _rolling_back_handler(
     ctx: TickContext, stored: StoredRollout, policy: Policy
 ) -> StoredRollout | None:
-    breaches = tuple(
-        _notice_breach_json(policy, b) for b in stored.rollout.detail.get("breaches", [])
-    )
+    breaches = _notice_breaches(policy, stored.rollout.detail.get("breaches", []))
     return _rolling_back(ctx, stored, policy, breaches)
 
 
@@ -433,7 +484,7 @@ def _rolling_back(
             error=str(exc),
             hint="traffic could not be moved off the canary; retrying every tick",
         )
-        return stored
+        return _note_router_error(ctx, stored, str(exc))
     final = rollout.rollback_to or Phase.ROLLED_BACK
     registry_pending = False
     try:
@@ -458,7 +509,7 @@ def _rolling_back(
         reason=rollout.reason,
         breaches=breaches,
         canary_weight=0.0,
-        merge_detail={"registry_pending": registry_pending},
+        merge_detail={"registry_pending": registry_pending, "router_error": None},
     )
 
 
@@ -518,8 +569,12 @@ def _backend_failed(
 BACKEND_FAILURE_LIMIT = 10
 
 
-def _reconcile_weights(ctx: TickContext, stored: StoredRollout, policy: Policy) -> None:
-    """Make the proxy hold what the store says (after a crash, a proxy reload or a change)."""
+def _reconcile_weights(ctx: TickContext, stored: StoredRollout, policy: Policy) -> StoredRollout:
+    """Make the proxy hold what the store says (after a crash, a proxy reload or a change).
+
+    A failure is kept on the rollout (detail ``router_error``, shown by the API) until the
+    proxy holds the stored weights again, so the step it lags behind is not passed.
+    """
     rollout = stored.rollout
     router = ctx.router_for(policy)
     try:
@@ -532,9 +587,21 @@ def _reconcile_weights(ctx: TickContext, stored: StoredRollout, policy: Policy) 
     except BackendError as exc:
         ctx.telemetry.error("router")
         log.warning("router.reconcile_failed", rollout=rollout.id, error=str(exc))
+        return _note_router_error(ctx, stored, str(exc))
+    return _note_router_error(ctx, stored, None)
+
+
+def _note_router_error(ctx: TickContext, stored: StoredRollout, error: str | None) -> StoredRollout:
+    """Save the proxy's latest failure on the rollout (None: it holds the weights); a write
+    only when it changes, so a steady tick costs nothing."""
+    if stored.rollout.detail.get("router_error") == error:
+        return stored
+    return save_detail(ctx, stored, router_error=error)
 
 
 HANDLERS: dict[Phase, Callable[[TickContext, StoredRollout, Policy], StoredRollout | None]] = {
+    Phase.PENDING: _gating,
+    Phase.GATING: _gating,
     Phase.STARTING: _starting,
     Phase.PROGRESSING: _progressing,
     Phase.PAUSED: _progressing,
@@ -610,8 +677,17 @@ def result_json(result: TickResult) -> dict[str, Any]:
     }
 
 
-def _notice_breach(policy: Policy, breach: Any) -> NoticeBreach:
-    return _notice_breach_json(policy, breach_json(breach))
+def _notice_breaches(policy: Policy, found: list[dict[str, Any]]) -> tuple[NoticeBreach, ...]:
+    """The breaches a notification can show. One it cannot (an infinite estimate or bound,
+    e.g. a rate ratio over a baseline with no errors yet) is left out of the message and
+    logged: announcing a rollback must never stop it (the reason still names every one)."""
+    notices = []
+    for data in found:
+        try:
+            notices.append(_notice_breach_json(policy, data))
+        except ValueError as exc:
+            log.warning("notify.breach_left_out", metric=data.get("metric"), error=str(exc))
+    return tuple(notices)
 
 
 def _notice_breach_json(policy: Policy, data: dict[str, Any]) -> NoticeBreach:

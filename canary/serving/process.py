@@ -119,6 +119,20 @@ class ProcessServing:
         return probe(backend, self._probe_timeout, self._http)
 
     def close(self) -> None:
+        """Let go of the servers without stopping them: one of them may be the champion by
+        now, serving production traffic through the proxy, and the canary's is adopted by
+        the next controller from its state file. Servers are stopped when a rollout ends
+        (the losing version's) or by ``stop_all``, never because the controller exits."""
+        if self._servers:
+            log.info(
+                "serving.left_running",
+                servers=[f"{m}/{v} pid {s.pid}" for (m, v), s in self._servers.items()],
+            )
+        self._servers.clear()
+        self._http.close()
+
+    def stop_all(self) -> None:
+        """Stop every server this object started or adopted (tests, tear-downs)."""
         for model, version in list(self._servers):
             self.stop(model, version)
         self._http.close()
@@ -307,3 +321,21 @@ def _tail(path: Path) -> str:
         return "(no log)"
     text = "\n".join(lines[-_TAIL_LINES:])
     return text[-_TAIL_CHARS:]
+
+
+def stop_recorded_servers(folder: Path, *, command_contains: bytes) -> list[int]:
+    """Stop the servers whose state files are in ``folder`` (a controller's
+    ``STATE_DIR/servers``) and whose command line contains ``command_contains``, with their
+    process groups; returns their pids. For tear-downs: a controller leaves its servers
+    running when it exits. The command-line check makes sure a pid reused by an unrelated
+    process is never signalled."""
+    stopped: list[int] = []
+    for state in sorted(folder.glob("*.json")):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            pid = int(json.loads(state.read_text())["pid"])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            if command_contains in cmdline:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGTERM)
+                    stopped.append(pid)
+    return stopped

@@ -65,10 +65,18 @@ DEFAULT_GRID = MixingGrid.normal(GRID_RATIO_LOW, GRID_RATIO_HIGH, GRID_POINTS, G
 
 def logsumexp_rows(values: FloatArray, log_weights: FloatArray) -> FloatArray:
     """log(sum_j exp(log_weights_j + values[..., j])) along the last axis, stably."""
-    shifted = values + log_weights
+    return logsumexp_into(values + log_weights)
+
+
+def logsumexp_into(shifted: FloatArray) -> FloatArray:
+    """``logsumexp_rows`` of values that already hold their log weights, computed in their
+    own memory (which it overwrites): the same numbers without allocating (and faulting in)
+    three more arrays the size of a block's grid."""
     top = shifted.max(axis=-1)
     top = np.where(np.isfinite(top), top, 0.0)
-    result: FloatArray = top + np.log(np.exp(shifted - top[..., None]).sum(axis=-1))
+    shifted -= top[..., None]
+    np.exp(shifted, out=shifted)
+    result: FloatArray = top + np.log(shifted.sum(axis=-1))
     return result
 
 
@@ -113,6 +121,7 @@ class CountRatioTests:
         # columns: [null, test grid (J)]
         self._log_r: FloatArray = np.concatenate([log_r0, log_r0 + grid.offsets[None, :]], axis=1)
         self._r_minus_1: FloatArray = np.expm1(self._log_r)
+        self._one_null = bool(np.all(r0 == r0[0]))  # every test has the same null ratio
         self._test_cols = slice(1, 1 + grid.offsets.size)
         self.loglik: FloatArray = np.zeros_like(self._log_r)
         self.information: FloatArray = np.zeros(r0.size)
@@ -142,17 +151,26 @@ class CountRatioTests:
         rho = realised_share(n_canary, n_baseline)
         events = x_canary + x_baseline
         # log f_k(r) up to a term free of r: x_C log r - m log(1 + rho (r - 1))
-        inc = x_canary[..., None] * self._log_r - events[..., None] * np.log1p(
-            rho[..., None] * self._r_minus_1
-        )
-        loglik = np.cumsum(np.concatenate([self.loglik[None], inc]), axis=0)[1:]
+        if self._one_null and rho.shape[-1] > 1 and bool(np.all(rho == rho[..., :1])):
+            # every test sees the same share (a histogram's bounds): one log1p per interval
+            # and grid point, the very same numbers, broadcast to every test
+            spread = np.log1p(rho[..., :1, None] * self._r_minus_1[:1])
+        else:
+            spread = np.log1p(rho[..., None] * self._r_minus_1)
+        # the state, then each interval's increment, summed in place down the intervals
+        steps = np.empty((x_canary.shape[0] + 1, *self.loglik.shape))
+        steps[0] = self.loglik
+        np.multiply(x_canary[..., None], self._log_r, out=steps[1:])
+        steps[1:] -= events[..., None] * spread
+        np.cumsum(steps, axis=0, out=steps)
+        loglik = steps[1:]
         theta0 = rho * self.null_ratios / (1.0 + rho * (self.null_ratios - 1.0))
         info = np.cumsum(
             np.concatenate([self.information[None], events * theta0 * (1.0 - theta0)]), axis=0
         )[1:]
-        log_e = logsumexp_rows(
-            loglik[..., self._test_cols] - loglik[..., :1], self.grid.log_weights
-        )
+        beyond = loglik[..., self._test_cols] - loglik[..., :1]
+        beyond += self.grid.log_weights
+        log_e = logsumexp_into(beyond)
         exposure = np.cumsum(
             np.concatenate(
                 [self.exposure[None], (n_canary + n_baseline) * theta0 * (1.0 - theta0)]

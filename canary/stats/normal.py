@@ -96,8 +96,10 @@ class ContrastBlock:
     events: FloatArray
     totals: FloatArray
     log_e: FloatArray
-    recent_x: FloatArray  # (K, WINDOW, P) the window after each interval
-    recent_n: FloatArray
+    # (WINDOW + K, P): the window before the block, then the block's intervals; the window
+    # after interval k is rows k + 1 .. k + WINDOW (cut at commit, not for every interval)
+    all_x: FloatArray
+    all_n: FloatArray
     loglik: FloatArray  # (K, T, J) log of each grid point's product of factors
 
 
@@ -179,29 +181,40 @@ class ContrastTests:
         inv_v = np.where(usable, 1.0 / np.where(variance > 0, variance, 1.0), 0.0)
         # exact Bernoulli factors: lambda_j = d_j / V, minus the log-mgf of each term
         lam = inv_v[..., None] * self.grid.offsets  # (K, T, J)
-        step = self.coefs[None, :, :, None] * lam[:, :, None, :] / safe_n[..., None]
+        step = self.coefs[None, :, :, None] * lam[:, :, None, :]
+        step /= safe_n[..., None]
         q4 = q_t[..., None]
         # log(1 - q + q e^u) - u q; past u = 50 the first term is u + log q to 1e-18
+        # (computed in place, array by array: the same numbers as the plain expressions)
         big = step > 50.0
-        log_mgf = np.log1p(q4 * np.expm1(np.minimum(step, 50.0)))
+        log_mgf = np.minimum(step, 50.0)
+        np.expm1(log_mgf, out=log_mgf)
+        log_mgf *= q4
+        np.log1p(log_mgf, out=log_mgf)
         if big.any():
             log_mgf = np.where(big, step + np.log(q4), log_mgf)
-        log_mgf -= step * q4
+        step *= q4
+        log_mgf -= step
         psi = np.einsum("ktaj,kta->ktj", log_mgf, safe_n * self.active)
-        inc = np.where(usable[..., None], lam * contrast[..., None] - psi, 0.0)
-        loglik = np.cumsum(np.concatenate([self.loglik[None], inc]), axis=0)[1:]
+        # the state, then each interval's increment (zero where a term has no data)
+        steps = np.empty((k + 1, *self.loglik.shape))
+        steps[0] = self.loglik
+        np.multiply(lam, contrast[..., None], out=steps[1:])
+        steps[1:] -= psi
+        steps[1:][~usable] = 0.0
+        np.cumsum(steps, axis=0, out=steps)
+        loglik = steps[1:]
 
         score = np.cumsum(np.concatenate([self.score[None], contrast * inv_v]), axis=0)[1:]
         info = np.cumsum(np.concatenate([self.information[None], inv_v]), axis=0)[1:]
-        windows = np.arange(1, k + 1)[:, None] + np.arange(WINDOW)[None, :]
         return ContrastBlock(
             score=score,
             information=info,
             events=cum_x[1:],
             totals=cum_n[1:],
             log_e=logsumexp_rows(loglik, self.grid.log_weights),
-            recent_x=all_x[windows],
-            recent_n=all_n[windows],
+            all_x=all_x,
+            all_n=all_n,
             loglik=loglik,
         )
 
@@ -212,8 +225,9 @@ class ContrastTests:
         self.information = block.information[row].copy()
         self.events = block.events[row].copy()
         self.totals = block.totals[row].copy()
-        self.recent_x = block.recent_x[row].copy()
-        self.recent_n = block.recent_n[row].copy()
+        end = (row if row >= 0 else block.score.shape[0] + row) + 1 + WINDOW
+        self.recent_x = block.all_x[end - WINDOW : end].copy()
+        self.recent_n = block.all_n[end - WINDOW : end].copy()
 
     def update(self, x: FloatArray, n: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Advance and commit a whole block; return log e-values and information, (K, T)."""

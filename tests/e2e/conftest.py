@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from canary.serving.process import stop_recorded_servers
 from canary.sim.config import SimConfig
 from canary.sim.loadgen import LoadGenerator
 from tests.harness.haproxy import HAProxyInstance, runtime_command
@@ -339,6 +340,11 @@ def rollout_world(
     for world in started:
         world.load.request_stop()
         world.daemon.stop()
+        # The daemon leaves the servers it started running when it exits, as it must (one
+        # may be the champion by now): stop them here.
+        stop_recorded_servers(
+            world.workdir / "state" / "servers", command_contains=b"canary.sim.model_server"
+        )
         world.load.stop()
         world.sink.stop()
     servers.stop_all()

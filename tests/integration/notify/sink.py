@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -26,6 +27,7 @@ class Received:
     headers: dict[str, str]
     body: Any
     answered: int  # the status the sink answered (HANG for a request it held)
+    at: float = field(default_factory=time.time)  # when the request arrived (wall clock)
 
 
 class Sink:

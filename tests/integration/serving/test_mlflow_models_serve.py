@@ -90,7 +90,7 @@ def test_mlflow_models_serve_of_a_registered_version(
         ]
         assert len(workers) >= 2  # mlflow itself and the uvicorn it forked
     finally:
-        serving.close()
+        serving.stop_all()
     # SIGKILL is delivered at once, but a process takes a moment to be gone.
     deadline = time.monotonic() + 10
     while any(_start_time(pid) is not None for pid in workers) and time.monotonic() < deadline:

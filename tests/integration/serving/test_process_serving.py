@@ -83,7 +83,7 @@ def test_a_version_is_served_on_a_port_from_the_range_and_stopped(tmp_path: Path
         assert other.address.port != backend.address.port
         assert httpx.get(f"http://{other.address}/", timeout=5).json()["version"] == "5"
     finally:
-        serving.close()
+        serving.stop_all()
     assert gone(backend.pid)
     assert not serving.healthy(backend)
     assert list(tmp_path.glob("*.json")) == []
@@ -112,8 +112,26 @@ def test_a_restarted_controller_adopts_the_running_server(tmp_path: Path) -> Non
         assert backend.pid is not None
         assert wait_gone(backend.pid)
     finally:
-        first.close()
-        second.close()
+        first.stop_all()
+        second.stop_all()
+
+
+def test_a_controller_that_exits_leaves_its_servers_serving(tmp_path: Path) -> None:
+    """close() is what a controller does when it exits (SIGTERM included): the version it
+    promoted is the champion now, behind the proxy, so its server must keep answering; the
+    next controller adopts it."""
+    first = sim_serving(tmp_path)
+    backend = first.start("m", "4")
+    first.close()
+    second = sim_serving(tmp_path)
+    try:
+        assert backend.pid is not None
+        assert not gone(backend.pid)
+        assert second.healthy(backend)
+        assert second.start("m", "4").pid == backend.pid
+    finally:
+        second.stop_all()
+    assert wait_gone(backend.pid)
 
 
 def test_a_stale_state_file_does_not_adopt_a_stranger(tmp_path: Path) -> None:
@@ -125,7 +143,7 @@ def test_a_stale_state_file_does_not_adopt_a_stranger(tmp_path: Path) -> None:
         assert backend.pid != os.getpid()
         assert backend.address.port != 1
     finally:
-        serving.close()
+        serving.stop_all()
 
 
 def test_stopping_kills_the_whole_process_group(tmp_path: Path) -> None:
@@ -251,4 +269,4 @@ def test_a_server_that_died_is_started_again(tmp_path: Path) -> None:
             assert wait_gone(backend.pid)
             backend = again
     finally:
-        serving.close()
+        serving.stop_all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -111,16 +113,14 @@ def test_the_token_is_compared_in_constant_time(world, monkeypatch):
     where the first differing byte is), never through ``==``: a token that differs from the
     right one only in its last byte is refused, and the comparison seen is the constant-time
     one, with both tokens as bytes."""
-    import canary.service.api as api_module
-
     seen: list[tuple[bytes, bytes]] = []
-    real = api_module.hmac.compare_digest
+    real = hmac.compare_digest
 
     def recording(a: bytes, b: bytes) -> bool:
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(api_module.hmac, "compare_digest", recording)
+    monkeypatch.setattr(hmac, "compare_digest", recording)  # canary.service.api uses hmac.*
     rollout_id = world.start()
     client = client_for(world)
     almost = TOKEN[:-1] + ("0" if TOKEN[-1] != "0" else "1")

@@ -58,10 +58,13 @@ class EvidenceCache:
                 continue
             evidence.consecutive_errors = 0
             analysis = measurement.analysis or {}
-            if "source_state" in analysis:
+            if "source_state" in analysis:  # stores written before the cursors table
                 evidence.source_state = analysis["source_state"]
             if measurement.snapshot is not None:
                 snapshots.append(as_snapshot(measurement.snapshot))
+        cursor = self.store.cursor(rollout_id)
+        if cursor is not None:
+            evidence.source_state = cursor
         if snapshots:
             # One call over every stored tick: the same results as feeding them one by one,
             # at the cost of a replay (it stops at a rollback tick, as the live run did).

@@ -322,12 +322,13 @@ def _progressing(ctx: TickContext, stored: StoredRollout, policy: Policy) -> Sto
             measured.snapshot.t,
             outcome,
             snapshot=snapshot_line(measured.snapshot),
-            analysis={"result": result_json(result), "source_state": measured.state},
+            analysis={"result": result_json(result)},
             at=now,
         ),
         DecisionRecord(
             rollout.id, tick, now, decision, tuple(reasons), {"e_value": _num(result.e_value)}
         ),
+        cursor=measured.state,
     )
     ctx.telemetry.analysis(rollout, result)
 

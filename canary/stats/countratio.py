@@ -129,8 +129,11 @@ class CountRatioTests:
         # information the test would have if a fraction q of requests were adverse is
         # q * exposure. It lets a caller size a sample at a floor rate when events are rare.
         self.exposure: FloatArray = np.zeros(r0.size)
-        # per-interval (x_C, m, rho) of every test, for intervals shown to people on demand
-        self._history: list[FloatArray] = []
+        # per-interval (x_C, m, rho) of every test, for intervals shown to people on demand:
+        # rows [0, _rows) of one buffer that doubles when full. One small array per tick
+        # would cost its ~100-byte header per tick and per test, for the rollout's life.
+        self._buffer: FloatArray = np.empty((16, r0.size, 3))
+        self._rows = 0
 
     @property
     def size(self) -> int:
@@ -188,7 +191,21 @@ class CountRatioTests:
         self.information = block.information[row].copy()
         self.exposure = block.exposure[row].copy()
         upto = block.history.shape[0] if row == -1 else row + 1
-        self._history.append(block.history[:upto])
+        self._keep_history(block.history[:upto])
+
+    def _keep_history(self, rows: FloatArray) -> None:
+        end = self._rows + rows.shape[0]
+        if end > self._buffer.shape[0]:
+            grown = np.empty((max(end, 2 * self._buffer.shape[0]), *self._buffer.shape[1:]))
+            grown[: self._rows] = self._buffer[: self._rows]
+            self._buffer = grown
+        self._buffer[self._rows : end] = rows
+        self._rows = end
+
+    @property
+    def history(self) -> FloatArray:
+        """Every committed interval's (x_C, m, rho), shape (T, K, 3): a view, not a copy."""
+        return self._buffer[: self._rows]
 
     def update(
         self,
@@ -216,8 +233,7 @@ class CountRatioTests:
         r0; the upper bound mirrors it with the grid below r'. Computed on demand from the
         stored intervals (bisection on log r in [1/1000, 1000]); None is an unbounded side.
         """
-        parts = [part[:, test, :] for part in self._history]
-        data = np.concatenate(parts) if parts else np.zeros((0, 3))
+        data = np.ascontiguousarray(self.history[:, test, :])  # (T, 3)
         x_total = float(data[:, 0].sum())
         events, rho = data[:, 1], data[:, 2]
         offsets, log_w = self.grid.offsets, self.grid.log_weights
@@ -260,7 +276,7 @@ class CountRatioTests:
 
     def state(self) -> dict[str, list[list[float]] | list[float] | list[list[list[float]]]]:
         """The JSON-serialisable state (everything that is not configuration)."""
-        history = np.concatenate(self._history) if self._history else np.zeros((0, self.size, 3))
+        history = self.history
         return {
             "loglik": self.loglik.tolist(),
             "information": self.information.tolist(),
@@ -281,4 +297,6 @@ class CountRatioTests:
         self.exposure = np.asarray(
             state.get("exposure", np.zeros(self.size)), dtype=np.float64
         ).reshape(self.size)
-        self._history = [history]
+        self._buffer = np.empty((max(16, history.shape[0]), self.size, 3))
+        self._rows = 0
+        self._keep_history(history)

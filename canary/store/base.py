@@ -180,9 +180,14 @@ class MeasurementStore(Protocol):
     """Per-tick measurements and decisions: the evidence behind every step."""
 
     def add_measurement(
-        self, measurement: Measurement, decision: DecisionRecord | None = None
+        self,
+        measurement: Measurement,
+        decision: DecisionRecord | None = None,
+        *,
+        cursor: dict[str, Any] | None = None,
     ) -> None:
-        """Record one tick's measurement and the decision made from it, together.
+        """Record one tick's measurement and the decision made from it, together, with the
+        metrics source's ``cursor`` after it (replacing the rollout's previous one).
 
         Raises :class:`DuplicateTickError` if that tick is already recorded: tick numbers are the
         replay order, so a second writer for the same tick is a bug or a lost race.
@@ -191,6 +196,10 @@ class MeasurementStore(Protocol):
 
     def measurements(self, rollout_id: str) -> list[Measurement]:
         """Every measurement of the rollout in tick order, to rebuild the analysis state."""
+        ...
+
+    def cursor(self, rollout_id: str) -> dict[str, Any] | None:
+        """The cursor stored with the rollout's latest measurement that had one."""
         ...
 
     def decisions(self, rollout_id: str) -> list[DecisionRecord]:

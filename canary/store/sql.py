@@ -44,6 +44,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     insert,
     select,
@@ -74,8 +75,9 @@ from canary.store.base import (
 
 log = get_logger(__name__)
 
-SCHEMA_VERSION = 1
-"""Bumped with every change to the tables; a store written by a newer canary is refused."""
+SCHEMA_VERSION = 2
+"""Bumped with every change to the tables; a store written by a newer canary is refused.
+2: the ``cursors`` table (a store of version 1 is upgraded by creating it)."""
 
 # Channel names are stored in clear: a letter kind and, optionally, the name of the
 # environment variable that holds the secret. A URL cannot match (no slash), so a webhook URL
@@ -152,6 +154,18 @@ measurements = Table(
     Column("analysis", JSON(none_as_null=True)),
     Column("error", Text),
     PrimaryKeyConstraint("rollout_id", "tick", name="pk_measurements"),
+)
+
+# The metrics source's cursor after a rollout's latest tick (the raw counters it folds resets
+# against): only the latest is ever read, so it is one row per rollout, replaced every tick,
+# not a column of every measurement (it is the largest part of a tick's record).
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("rollout_id", String(128), ForeignKey("rollouts.id"), nullable=False),
+    Column("tick", Integer, nullable=False),
+    Column("state", JSON, nullable=False),
+    PrimaryKeyConstraint("rollout_id", name="pk_cursors"),
 )
 
 decisions = Table(
@@ -334,6 +348,9 @@ class SqlStore:
             found = list(conn.execute(select(schema_version.c.version)).scalars())
             if not found:
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+            elif max(found) < SCHEMA_VERSION:  # create_all has added the new tables
+                conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
+                log.info("store.upgraded", schema_from=max(found), schema_to=SCHEMA_VERSION)
             elif max(found) > SCHEMA_VERSION:
                 raise StoreError(
                     f"store {self.display_url}: schema version {max(found)} was written by a "
@@ -485,7 +502,11 @@ class SqlStore:
     # --- measurements and decisions ------------------------------------------------------
 
     def add_measurement(
-        self, measurement: Measurement, decision: DecisionRecord | None = None
+        self,
+        measurement: Measurement,
+        decision: DecisionRecord | None = None,
+        *,
+        cursor: dict[str, Any] | None = None,
     ) -> None:
         names.check(names.LABEL_VALUE, measurement.rollout_id, "rollout id")
         if measurement.tick < 0:
@@ -516,6 +537,13 @@ class SqlStore:
                     error=measurement.error,
                 )
             )
+            if cursor is not None:
+                conn.execute(delete(cursors).where(cursors.c.rollout_id == measurement.rollout_id))
+                conn.execute(
+                    insert(cursors).values(
+                        rollout_id=measurement.rollout_id, tick=measurement.tick, state=cursor
+                    )
+                )
             if decision is not None:
                 conn.execute(
                     insert(decisions).values(
@@ -548,6 +576,12 @@ class SqlStore:
                 )
                 for row in conn.execute(query)
             ]
+
+    def cursor(self, rollout_id: str) -> dict[str, Any] | None:
+        query = select(cursors.c.state).where(cursors.c.rollout_id == rollout_id)
+        with self._read(f"read the cursor of {rollout_id}") as conn:
+            state = conn.execute(query).scalar()
+        return None if state is None else dict(state)
 
     def decisions(self, rollout_id: str) -> list[DecisionRecord]:
         query = (

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from canary.errors import StoreError
 from canary.store.base import (
@@ -14,7 +15,7 @@ from canary.store.base import (
     Measurement,
     MeasurementOutcome,
 )
-from canary.store.sql import SqlStore
+from canary.store.sql import SqlStore, cursors
 from tests.integration.store.records import new_rollout
 
 pytestmark = pytest.mark.integration
@@ -124,3 +125,25 @@ def test_a_decision_must_belong_to_its_measurement(with_rollout: SqlStore) -> No
         with_rollout.add_measurement(measurement(1), DecisionRecord("r-1", 2, 0.0, "hold"))
     with pytest.raises(ValueError, match="decision action"):
         with_rollout.add_measurement(measurement(1), DecisionRecord("r-1", 1, 0.0, "DROP x"))
+
+
+def test_only_the_latest_cursor_is_kept(with_rollout: SqlStore) -> None:
+    """The metrics source's cursor is the largest part of a tick's record and only the
+    latest is read: one row per rollout, replaced by each tick that carries one."""
+    store = with_rollout
+    assert store.cursor("r-1") is None
+    store.add_measurement(measurement(1), cursor={"series": {"a": 1.0}})
+    store.add_measurement(measurement(2))  # a failed tick has no cursor: the last one stays
+    assert store.cursor("r-1") == {"series": {"a": 1.0}}
+    store.add_measurement(measurement(3), cursor={"series": {"a": 7.0, "b": 2.0}})
+    assert store.cursor("r-1") == {"series": {"a": 7.0, "b": 2.0}}
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(cursors)).scalar() == 1
+
+
+def test_a_cursor_is_written_with_its_measurement_or_not_at_all(with_rollout: SqlStore) -> None:
+    store = with_rollout
+    store.add_measurement(measurement(1), cursor={"series": {"a": 1.0}})
+    with pytest.raises(DuplicateTickError):
+        store.add_measurement(measurement(1), cursor={"series": {"a": 9.0}})
+    assert store.cursor("r-1") == {"series": {"a": 1.0}}

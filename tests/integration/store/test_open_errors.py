@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, select, text, update
 
 from canary.errors import StoreError
-from canary.store.sql import SqlStore, schema_version, sqlite_url
+from canary.store.sql import SCHEMA_VERSION, SqlStore, schema_version, sqlite_url
 from tests.harness.proc import free_port
 from tests.integration.store.records import new_rollout
 
@@ -152,3 +152,19 @@ def test_a_store_from_a_newer_canary_is_refused(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreError, match="schema version 99 was written by a newer canary"):
         SqlStore(sqlite_url(tmp_path))
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Version 2 added the cursors table: a version 1 store gets it and keeps its data."""
+    store = SqlStore(sqlite_url(tmp_path))
+    with store.engine.begin() as conn:
+        conn.execute(update(schema_version).values(version=1))
+        conn.execute(text("DROP TABLE cursors"))
+    store.close()
+    upgraded = SqlStore(sqlite_url(tmp_path))
+    try:
+        with upgraded.engine.connect() as conn:
+            assert conn.execute(select(schema_version.c.version)).scalar() == SCHEMA_VERSION
+        assert upgraded.cursor("any") is None
+    finally:
+        upgraded.close()

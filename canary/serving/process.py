@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -150,7 +151,13 @@ class ProcessServing:
             else None
         )
         log_path = self._workdir / f"{model}-{version}.log"
-        env = {**os.environ, **self._env}
+        # The state file is written before the process exists, with an id the process
+        # carries in its environment: a controller killed between the two leaves a server no
+        # pid names, and the next one finds it by that id (``_find_spawned``) instead of
+        # starting a second copy and leaving the first one running for ever.
+        spawn_id = secrets.token_hex(8)
+        env = {**os.environ, **self._env, SPAWN_ID_VARIABLE: spawn_id}
+        self._write_intent(model, version, address, health, spawn_id)
         log.info("serving.starting", model=model, version=version, port=port, argv=argv)
         try:
             with log_path.open("ab") as out:
@@ -169,7 +176,7 @@ class ProcessServing:
             raise ServingError(f"cannot start {argv[0]!r} for {model} v{version}: {exc}") from exc
         backend = Backend(model, version, address, health, popen.pid)
         server = _Server(backend, popen.pid, _start_time(popen.pid) or "", log_path, popen)
-        self._write_state(server)
+        self._write_state(server, spawn_id)
         return server
 
     def _wait_ready(self, server: _Server) -> int | None:
@@ -250,15 +257,25 @@ class ProcessServing:
     def _state_path(self, model: str, version: str) -> Path:
         return self._workdir / f"{model}-{version}.json"
 
-    def _write_state(self, server: _Server) -> None:
+    def _write_state(self, server: _Server, spawn_id: str | None = None) -> None:
         backend = server.backend
         state = {
             "pid": server.pid,
             "started": server.started,
             "address": str(backend.address),
             "health_url": backend.health_url,
+            "spawn_id": spawn_id,
         }
-        path = self._state_path(backend.model, backend.version)
+        self._write_json(backend.model, backend.version, state)
+
+    def _write_intent(
+        self, model: str, version: str, address: Address, health: str | None, spawn_id: str
+    ) -> None:
+        state = {"pid": None, "address": str(address), "health_url": health, "spawn_id": spawn_id}
+        self._write_json(model, version, state)
+
+    def _write_json(self, model: str, version: str, state: Mapping[str, object]) -> None:
+        path = self._state_path(model, version)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(path)
@@ -268,9 +285,15 @@ class ProcessServing:
         path = self._state_path(model, version)
         try:
             state = json.loads(path.read_text())
-            pid, started = int(state["pid"]), str(state["started"])
             address = Address.parse(str(state["address"]))
             health = state.get("health_url")
+            if state["pid"] is None:  # killed while starting it: look for it by its spawn_id
+                found = _find_spawned(str(state["spawn_id"]))
+                if found is None:
+                    return None
+                pid, started = found
+            else:
+                pid, started = int(state["pid"]), str(state["started"])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
@@ -281,6 +304,28 @@ class ProcessServing:
         backend = Backend(model, version, address, str(health) if health else None, pid)
         log.info("serving.adopted", model=model, version=version, pid=pid)
         return _Server(backend, pid, started, self._workdir / f"{model}-{version}.log")
+
+
+SPAWN_ID_VARIABLE = "CANARY_SERVER_ID"
+"""Set in a model server's environment: the spawn_id of its state file (see ``_spawn``)."""
+
+
+def _find_spawned(spawn_id: str) -> tuple[int, str] | None:
+    """The process started with ``spawn_id`` in its environment (pid and start time), if any."""
+    needle = f"{SPAWN_ID_VARIABLE}={spawn_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            pid = int(entry.name)
+            started = _start_time(pid)
+            if started is not None:
+                return pid, started
+    return None
 
 
 def _bindable(port: int) -> bool:
@@ -332,7 +377,15 @@ def stop_recorded_servers(folder: Path, *, command_contains: bytes) -> list[int]
     stopped: list[int] = []
     for state in sorted(folder.glob("*.json")):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            pid = int(json.loads(state.read_text())["pid"])
+            recorded = json.loads(state.read_text())
+            found = (
+                _find_spawned(str(recorded["spawn_id"]))
+                if recorded["pid"] is None
+                else (int(recorded["pid"]), "")
+            )
+            if found is None:
+                continue
+            pid = found[0]
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
             if command_contains in cmdline:
                 with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -131,6 +132,24 @@ def test_a_controller_that_exits_leaves_its_servers_serving(tmp_path: Path) -> N
         assert second.start("m", "4").pid == backend.pid
     finally:
         second.stop_all()
+    assert wait_gone(backend.pid)
+
+
+def test_a_server_whose_pid_was_never_recorded_is_found_by_its_id(tmp_path: Path) -> None:
+    """A controller SIGKILLed between starting a server and recording its pid leaves only
+    the state file it wrote before starting it: the next controller finds the server by the
+    id in its environment instead of starting a second one beside it."""
+    first = sim_serving(tmp_path)
+    backend = first.start("m", "5")
+    state_file = tmp_path / "m-5.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "pid": None, "started": None}))
+    second = sim_serving(tmp_path)
+    try:
+        assert second.start("m", "5").pid == backend.pid
+    finally:
+        second.stop_all()
+    assert backend.pid is not None
     assert wait_gone(backend.pid)
 
 

@@ -561,7 +561,13 @@ def rollout_body(controller: Controller, rollout_id: str) -> str:
         f"<tr><th>phase</th><td class='phase {_esc(s.phase)}'>{_esc(s.phase)}</td></tr>"
         f"<tr><th>step</th><td>{s.step + 1} of {s.steps}, canary {s.canary_weight:g}%</td></tr>"
         f"<tr><th>why</th><td>{_esc(s.reason)}</td></tr>"
-        f"<tr><th>evidence</th><td>e-value {_esc(_e_value_text(s.e_value))}; rolls back at "
+        + (
+            f"<tr><th>proxy</th><td class=breach>does not hold these weights yet: "
+            f"{_esc(s.router_error)}</td></tr>"
+            if s.router_error
+            else ""
+        )
+        + f"<tr><th>evidence</th><td>e-value {_esc(_e_value_text(s.e_value))}; rolls back at "
         f"1/alpha = {threshold:g}; canary requests "
         f"{_esc(f'{canary_total:,.0f}' if isinstance(canary_total, int | float) else '-')}"
         "</td></tr>"

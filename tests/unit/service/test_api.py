@@ -129,3 +129,17 @@ def test_the_token_is_compared_in_constant_time(world, monkeypatch):
     )
     assert refused.status_code == 401
     assert seen == [(almost.encode(), TOKEN.encode())]
+
+
+def test_a_proxy_that_lags_is_shown_in_the_api_and_on_the_status_page(world):
+    rollout_id = world.start()
+    world.controller.tick(rollout_id)
+    stored = world.store.get(rollout_id)
+    lagging = stored.rollout.replace(
+        detail={**stored.rollout.detail, "router_error": "nginx -t failed: <bad> directive"}
+    )
+    world.store.save(lagging, expected_revision=stored.revision)
+    client = client_for(world)
+    assert client.get(f"/rollouts/{rollout_id}").json()["router_error"].startswith("nginx -t")
+    page = client.get(f"/status/{rollout_id}").text
+    assert "does not hold these weights yet: nginx -t failed: &lt;bad&gt; directive" in page

@@ -55,9 +55,9 @@ from canary.store.base import DeliveryStatus
 from canary.store.sql import SqlStore, sqlite_url
 from tests.e2e.conftest import PORTS, TOKEN, free_port_range, write_policy
 from tests.harness.haproxy import HAProxyInstance, runtime_command, start_haproxy
-from tests.harness.mlflow_server import MlflowServer
+from tests.harness.mlflow_server import CLIENT_ENV, MlflowServer, start_mlflow_server
 from tests.harness.model_server import ModelServer, ModelServerFactory
-from tests.harness.proc import ManagedProcess, free_port, http_ok, require_binary
+from tests.harness.proc import ManagedProcess, free_port
 from tests.harness.prometheus import PrometheusServer, start_prometheus
 from tests.integration.notify.sink import Sink
 
@@ -801,45 +801,11 @@ def markdown(results: Sequence[RunResult], meta: Mapping[str, str]) -> str:
 
 # --- services for a run outside pytest ------------------------------------------------------------
 
-_CLIENT_ENV = {
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
-
 
 def start_mlflow(workdir: Path) -> MlflowServer:
-    """``mlflow server`` on SQLite, as the test session starts it (without job workers)."""
-    binary = require_binary("mlflow")
-    port = free_port()
-    process = ManagedProcess(
-        name="mlflow",
-        argv=[
-            binary,
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(workdir / "art"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        workdir=workdir,
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **_CLIENT_ENV},
-    )
-    os.environ.update(_CLIENT_ENV)
-    process.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_ready(lambda: http_ok(f"{url}/health"), timeout=120)
-    except BaseException:
-        process.stop()
-        raise
-    return MlflowServer(url=url, port=port, workdir=workdir, process=process)
+    """``mlflow server`` as the test session starts it; this process is its client."""
+    os.environ.update(CLIENT_ENV)
+    return start_mlflow_server(workdir)
 
 
 @contextlib.contextmanager

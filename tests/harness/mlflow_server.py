@@ -23,7 +23,7 @@ import pytest
 from tests.harness.proc import ManagedProcess, free_port, http_ok, require_binary
 
 # The client in the test process must not print run URLs or retry for minutes.
-_CLIENT_ENV = {
+CLIENT_ENV = {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
@@ -169,14 +169,16 @@ def unique_model_name(prefix: str = "m") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """Start ``mlflow server`` (SQLite + local artifacts) once; stop its process group after."""
+def start_mlflow_server(
+    workdir: Path, *, port: int | None = None, name: str = "mlflow"
+) -> MlflowServer:
+    """``mlflow server`` on SQLite and local artifacts in ``workdir`` (no job workers),
+    healthy on return; stopped again if it never becomes healthy. A fixed ``port`` lets a
+    restart serve the same registry at the same address."""
     binary = require_binary("mlflow")
-    workdir = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
+    port = port or free_port()
     process = ManagedProcess(
-        name="mlflow",
+        name=name,
         argv=[
             binary,
             "server",
@@ -192,17 +194,31 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
             "1",
         ],
         workdir=workdir,
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **_CLIENT_ENV},
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **CLIENT_ENV},
     )
     url = f"http://127.0.0.1:{port}"
-    saved = {key: os.environ.get(key) for key in _CLIENT_ENV}
-    os.environ.update(_CLIENT_ENV)
     process.start()
     try:
         process.wait_ready(lambda: http_ok(f"{url}/health"), timeout=120)
-        yield MlflowServer(url=url, port=port, workdir=workdir, process=process)
-    finally:
+    except BaseException:
         process.stop()
+        raise
+    return MlflowServer(url=url, port=port, workdir=workdir, process=process)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """Start ``mlflow server`` (SQLite + local artifacts) once; stop its process group after."""
+    workdir = tmp_path_factory.mktemp("mlflow")
+    saved = {key: os.environ.get(key) for key in CLIENT_ENV}
+    os.environ.update(CLIENT_ENV)
+    server: MlflowServer | None = None
+    try:
+        server = start_mlflow_server(workdir)
+        yield server
+    finally:
+        if server is not None:
+            server.process.stop()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -31,21 +31,20 @@ from canary.sim.config import SimConfig
 from canary.sim.loadgen import LoadGenerator
 from tests.e2e.conftest import PORTS, TOKEN, Daemon, free_port_range
 from tests.harness.haproxy import HAProxyInstance, runtime_command
-from tests.harness.mlflow_server import MlflowServer, unique_model_name
+from tests.harness.mlflow_server import (
+    CLIENT_ENV,
+    MlflowServer,
+    start_mlflow_server,
+    unique_model_name,
+)
 from tests.harness.model_server import ModelServer, ModelServerFactory
 from tests.harness.nginx import NginxInstance
-from tests.harness.proc import ManagedProcess, free_port, http_ok, require_binary, wait_until
+from tests.harness.proc import free_port, wait_until
 from tests.harness.prometheus import PrometheusServer
 from tests.integration.notify.sink import Sink
 
 RouterKind = Literal["haproxy", "haproxy-unix", "nginx"]
 
-# The MLflow client in the test process must fail fast while the test's own server is down.
-_CLIENT_ENV = {
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
 
 FINAL = ("promoted", "rolled_back", "aborted", "failed", "rejected")
 
@@ -71,39 +70,12 @@ class StoppableMlflow:
         self.server: MlflowServer | None = None
 
     def start(self) -> MlflowServer:
-        binary = require_binary("mlflow")
         self.starts += 1
-        process = ManagedProcess(
-            name=f"mlflow-{self.starts}",
-            argv=[
-                binary,
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{self.workdir / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(self.workdir / "art"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                "1",
-            ],
-            workdir=self.workdir,
-            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **_CLIENT_ENV},
-        )
-        process.start()
-        try:
-            process.wait_ready(lambda: http_ok(f"{self.url}/health"), timeout=120)
-        except BaseException:
-            process.stop()
-            raise
+        started = start_mlflow_server(self.workdir, port=self.port, name=f"mlflow-{self.starts}")
         if self.server is None:
-            self.server = MlflowServer(
-                url=self.url, port=self.port, workdir=self.workdir, process=process
-            )
-        else:
-            self.server.process = process
+            self.server = started
+        else:  # the same object for the test, with its client state, on the new process
+            self.server.process = started.process
         return self.server
 
     def freeze(self) -> None:
@@ -134,7 +106,7 @@ class StoppableMlflow:
 
 @pytest.fixture
 def stoppable_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StoppableMlflow]:
-    for key, value in _CLIENT_ENV.items():
+    for key, value in CLIENT_ENV.items():  # the client fails fast while the server is down
         monkeypatch.setenv(key, value)
     mlflow = StoppableMlflow(tmp_path / "mlflow")
     mlflow.workdir.mkdir()
